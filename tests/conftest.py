@@ -1,0 +1,40 @@
+"""Shared test fixtures: tiny ViTs and small random datasets in the store format."""
+
+import numpy as np
+import pytest
+import torch
+
+from vitpeft import store
+
+# A ViT with the paper's depth (12 blocks) but tiny width, on 32x32 images.
+TINY_MODEL = {
+    "name": "vit_base_patch16_224",
+    "img_size": 32,
+    "kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 12, "num_heads": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Tests share a 2-core machine; one thread keeps them deterministic and fair.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_model_cfg():
+    return {**TINY_MODEL, "kwargs": dict(TINY_MODEL["kwargs"])}
+
+
+@pytest.fixture
+def make_dataset(tmp_path):
+    """Factory: a random uint8 dataset folder with n images of size x size."""
+
+    def make(name="data", n=64, size=32, num_classes=10, seed=0):
+        rng = np.random.default_rng(seed)
+        images = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+        labels = np.arange(n) % num_classes
+        folder = tmp_path / name
+        store.save(folder, images, labels, [f"c{i}" for i in range(num_classes)], source="random")
+        return folder
+
+    return make
