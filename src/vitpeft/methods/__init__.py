@@ -1,0 +1,104 @@
+"""Fine-tuning methods: a name -> module registry and the operations the rest of vitpeft uses.
+
+Each method module has a `Config` dataclass that checks itself (optionally
+`check_depth(depth)`), an `apply(model, cfg)` that freezes and injects in place,
+and, where the method keeps the pretrained function reachable, a `routed(model)`
+context manager giving the source-domain view.
+"""
+
+import contextlib
+
+import torch
+from torch import nn
+
+from vitpeft.errors import VitpeftError
+from vitpeft.methods import block_expansion, full, generic_peft, linear, lora, lora_qkv, topk
+from vitpeft.methods.common import config_from_args
+
+REGISTRY = {
+    "full": full,
+    "topk": topk,
+    "linear": linear,
+    "lora": lora,
+    "lora_qkv": lora_qkv,
+    "block_expansion": block_expansion,
+    "peft": generic_peft,
+}
+METHOD_ATTR = "vitpeft_method"  # set on a model by apply()
+
+
+def module_for(method: str):
+    if method not in REGISTRY:
+        raise VitpeftError(f"unknown method {method!r} (known: {', '.join(REGISTRY)})")
+    return REGISTRY[method]
+
+
+def check(method: str, args: dict, depth: int):
+    """Validate a method's arguments for a model with `depth` blocks; return its config."""
+    cfg = config_from_args(module_for(method).Config, args, method)
+    if hasattr(cfg, "check_depth"):
+        cfg.check_depth(depth)
+    return cfg
+
+
+def apply(model: nn.Module, method: str, args: dict) -> nn.Module:
+    """Freeze/inject `method` into `model` in place and return it, tagged with the method's name."""
+    if hasattr(model, METHOD_ATTR):
+        raise VitpeftError(f"model already has method {getattr(model, METHOD_ATTR)!r} applied")
+    cfg = check(method, args, len(model.blocks))
+    module_for(method).apply(model, cfg)
+    setattr(model, METHOD_ATTR, method)
+    return model
+
+
+def trainable_state(model: nn.Module) -> dict:
+    """The weights that training changes (requires_grad), detached, on the CPU, contiguous."""
+    return {
+        name: param.detach().to("cpu").contiguous()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def load_trainable(model: nn.Module, state: dict) -> None:
+    """Load a trainable_state into a model prepared the same way; keys and shapes must match exactly."""
+    params = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise VitpeftError(
+            f"trained weights do not fit the model: {len(missing)} missing {missing[:5]}, "
+            f"{len(unexpected)} unexpected {unexpected[:5]} (was it trained with another method or model?)"
+        )
+    for name, param in params.items():
+        if state[name].shape != param.shape:
+            raise VitpeftError(
+                f"trained weight {name!r} has shape {tuple(state[name].shape)}, the model expects {tuple(param.shape)}"
+            )
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(state[name])
+
+
+@contextlib.contextmanager
+def routed(model: nn.Module):
+    """The source-domain view: yields the model computing its pretrained function, or None.
+
+    LoRA/peft adapters are switched off, block expansion's new blocks are taken
+    out; full, topk and linear have no such view (None). Restored on exit.
+    """
+    method = getattr(model, METHOD_ATTR, None)
+    view = getattr(REGISTRY[method], "routed", None) if method else None
+    if view is None:
+        yield None
+        return
+    with view(model) as routed_model:
+        yield routed_model
+
+
+def count_trainable(spec: dict) -> int:
+    """Trainable parameters of `spec`'s method at its model's scale, built on the meta device (no memory)."""
+    from vitpeft.backbone import build_model
+
+    model = build_model(spec["model"], spec["num_classes"], device="meta")
+    apply(model, spec["method"], spec["args"])
+    return sum(param.numel() for param in model.parameters() if param.requires_grad)
