@@ -1,0 +1,37 @@
+"""`vitpeft train`: fine-tune one experiment spec into a run folder."""
+
+import sys
+
+from vitpeft import resume
+from vitpeft import spec as spec_lib
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune one experiment",
+        description=(
+            "Fine-tune one experiment spec and write RUN_DIR (trainable weights, spec, log, summary). "
+            "A killed run continues from its resume checkpoint when the same command is rerun; "
+            f"SIGTERM/SIGUSR1 checkpoint and exit {resume.EXIT_PREEMPTED}."
+        ),
+    )
+    parser.add_argument("--spec", required=True, help="experiment spec YAML")
+    parser.add_argument("--out", required=True, help="run folder to write (appears whole or not at all)")
+    parser.add_argument("--resume-dir", default=".resume", help="where resume checkpoints live (default .resume)")
+    parser.add_argument("--resume-from", default=None, help="continue from this checkpoint file or folder")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vitpeft.train import train  # torch/timm load only when this command runs
+
+    spec = spec_lib.load(args.spec)
+    try:
+        out = train(spec, args.out, args.resume_dir, device=args.device, resume_from=args.resume_from)
+    except resume.Preempted as stopped:
+        print(f"vitpeft train: {stopped}", file=sys.stderr)
+        return resume.EXIT_PREEMPTED
+    print(f"vitpeft train: wrote {out}", file=sys.stderr)
+    return 0

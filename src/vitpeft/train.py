@@ -1,0 +1,399 @@
+"""Fine-tune one experiment: the whole loop, readable top to bottom.
+
+The training set sits on the device as one uint8 tensor and is augmented there
+(vitpeft.augment), so no data-loader workers are needed. Every random choice is
+a pure function of (seed, epoch) or (seed, step): a resumed run replays exactly
+the batches an uninterrupted run would have seen, with no RNG state saved.
+
+Output: `out_dir` appears whole or not at all, holding exactly RUN_FILES.
+"""
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vitpeft import augment, methods, resume, store
+from vitpeft import model as model_lib
+from vitpeft import spec as spec_lib
+from vitpeft.errors import VitpeftError
+from vitpeft.fileio import atomic_path, write_json
+
+RUN_FILES = ("trainable.safetensors", "spec.yaml", "train_log.csv", "summary.json")
+LOG_COLUMNS = ("step", "loss", "lr", "img_per_s")
+
+# Independent random streams, all derived from train.seed.
+STREAM_SPLIT, STREAM_EPOCH, STREAM_AUGMENT = 0, 1, 2
+
+
+def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Path:
+    """Train `spec` (resolved), write the run folder `out_dir`, return its path.
+
+    Resume state goes to `resume_root`/<name>-<hash>/ and is picked up by a
+    rerun; `resume_from` names a checkpoint (file or folder) explicitly.
+    Raises resume.Preempted after checkpointing when SIGTERM/SIGUSR1 arrive.
+    """
+    device = pick_device(device)
+    data = load_data(spec, device)  # all input checks before any model is built
+    folder = resume.folder_for(resume_root, spec)
+    state = resume.load(spec, folder=folder, path=resume_from)
+
+    run = Run(spec, data, device)
+    if state is not None:
+        run.restore(state)
+    try:
+        with resume.StopFlag() as stop:
+            run.loop(stop, folder)
+    except Diverged:
+        resume.clear(folder)  # a rerun would diverge the same way; leave nothing behind
+        raise
+    write_run(out_dir, spec, run)
+    resume.clear(folder)
+    return Path(out_dir)
+
+
+class Diverged(VitpeftError):
+    """The loss became NaN or infinite."""
+
+
+def pick_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VitpeftError("--device cuda was asked for, but no CUDA device is available")
+    return device
+
+
+# ---------------------------------------------------------------- data
+
+
+class Data:
+    """Training images/labels on the device, plus the selection split (or None)."""
+
+    def __init__(self, train_x, train_y, eval_x=None, eval_y=None):
+        self.train_x, self.train_y = train_x, train_y
+        self.eval_x, self.eval_y = eval_x, eval_y
+
+
+def load_data(spec: dict, device) -> Data:
+    """Load train (and the selection split) to `device`, checking labels and sizes first."""
+    cfg = spec["train"]
+    train = _checked(spec["data"]["train"], spec["num_classes"])
+    images, labels = torch.from_numpy(train.images), torch.from_numpy(train.labels)
+    eval_x = eval_y = None
+    if cfg["selection"] == "best_val":
+        order = torch.randperm(len(labels), generator=_generator(cfg["seed"], STREAM_SPLIT))
+        n_val = max(1, round(cfg["val_fraction"] * len(labels)))
+        val, keep = order[:n_val], order[n_val:]
+        eval_x, eval_y, images, labels = images[val], labels[val], images[keep], labels[keep]
+    elif cfg["selection"] == "best_test":
+        test = _checked(spec["data"]["test"], spec["num_classes"])
+        eval_x, eval_y = torch.from_numpy(test.images), torch.from_numpy(test.labels)
+    if len(labels) < cfg["batch_size"]:
+        raise VitpeftError(
+            f"{spec['data']['train']}: {len(labels)} training images (after the validation hold-out) "
+            f"are fewer than train.batch_size {cfg['batch_size']}"
+        )
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return Data(to(images), to(labels), to(eval_x), to(eval_y))
+
+
+def _checked(folder, num_classes: int) -> store.Dataset:
+    dataset = store.load(folder)
+    if len(dataset) == 0:
+        raise VitpeftError(f"{folder}: dataset is empty")
+    low, high = int(dataset.labels.min()), int(dataset.labels.max())
+    if low < 0 or high >= num_classes:
+        raise VitpeftError(f"{folder}: labels span {low}..{high}, but num_classes is {num_classes}")
+    return dataset
+
+
+def derive_seed(*keys) -> int:
+    """A 63-bit seed hashed from `keys` (e.g. seed, stream, step): distinct keys give unrelated streams."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _generator(*keys) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*keys))
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int, cache: dict, device) -> torch.Tensor:
+    """Indices of step `step`'s batch: epoch-wise permutations seeded by (seed, epoch), last partial batch dropped.
+
+    The permutation is drawn on the CPU (same batches on every device) and
+    copied to `device` once per epoch, not once per step.
+    """
+    per_epoch = n // batch_size
+    epoch, position = divmod(step, per_epoch)
+    if cache.get("epoch") != epoch:
+        order = torch.randperm(n, generator=_generator(seed, STREAM_EPOCH, epoch))
+        cache["epoch"], cache["order"] = epoch, order.to(device)
+    return cache["order"][position * batch_size : (position + 1) * batch_size]
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int, steps: int) -> float:
+    """Learning rate of 0-based step `step`: linear warm-up to base_lr, then cosine decay towards 0."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    """The autocast dtype, or None for plain fp32. auto = bf16 on CUDA (no loss scaling needed), fp32 on CPU."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Run:
+    """Model, optimiser and bookkeeping of one training run."""
+
+    def __init__(self, spec: dict, data: Data, device: torch.device):
+        self.spec, self.cfg, self.data, self.device = spec, spec["train"], data, device
+        self.model = model_lib.for_training(spec, device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise VitpeftError(f"method {spec['method']!r} left no trainable parameters")
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=self.cfg["lr"], momentum=self.cfg["momentum"],
+            weight_decay=self.cfg["weight_decay"], foreach=True,
+        )
+        self.dtype = autocast_dtype(self.cfg["precision"], device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.forward = torch.compile(self.model) if self.cfg["compile"] else self.model
+        self.selection = Selection(self.cfg["selection"], self.cfg["val_every"])
+        self.step = 0  # completed steps
+        self.log: list[dict] = []
+        self.wall_seconds = 0.0  # summed over every (resumed) session
+        self.resumed_from = 0
+        self._last_logged = 0  # step of the previous log row (or of the resume)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on device
+
+    # ----- state
+
+    def trainable(self) -> dict:
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in methods.trainable_state(self.model).items()}
+
+    def state(self) -> dict:
+        return {
+            "spec_hash": spec_lib.spec_hash(self.spec),
+            "step": self.step,
+            "trainable": self.trainable(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "selection": self.selection.state_dict(),
+            "log": self.log,
+            "wall_seconds": self.wall_seconds,
+        }
+
+    def restore(self, state: dict) -> None:
+        methods.load_trainable(self.model, state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled() and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.selection.load_state_dict(state["selection"])
+        self.step = self.resumed_from = self._last_logged = state["step"]
+        self.log = list(state["log"])
+        self.wall_seconds = state["wall_seconds"]
+
+    # ----- the loop
+
+    def loop(self, stop: resume.StopFlag, folder: Path) -> None:
+        cfg, steps = self.cfg, self.cfg["steps"]
+        order_cache, aug_gen = {}, torch.Generator(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        clock = Clock()
+        self.model.train()
+        with tqdm(total=steps, initial=self.step, desc=self.spec["name"], mininterval=1, dynamic_ncols=True) as bar:
+            while self.step < steps:
+                indices = batch_indices(
+                    self.step, len(self.data.train_y), cfg["batch_size"], cfg["seed"], order_cache, self.device
+                )
+                aug_gen.manual_seed(derive_seed(cfg["seed"], STREAM_AUGMENT, self.step))
+                loss_sum += self.train_step(indices, aug_gen)
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg["log_every"] == 0 or self.step == steps:
+                    row = self.log_row(loss_sum, clock)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                    loss_sum.zero_()
+                if self.selection.due(self.step, steps):
+                    self.check_finite()
+                    self.selection.update(self.step, self.evaluate(), self.trainable)
+                if stop.requested:
+                    self.checkpoint(folder, clock)
+                    raise resume.Preempted(stop.requested, self.step, folder)
+                if self.step % cfg["checkpoint_every"] == 0 and self.step < steps:
+                    self.checkpoint(folder, clock)
+        self.check_finite()
+        self.wall_seconds += clock.lap()
+
+    def train_step(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One SGD step; returns the (detached, on-device) loss without syncing."""
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg["lr"], cfg["warmup_steps"], cfg["steps"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x = augment.random_resized_crop_flip(
+            self.data.train_x[indices], self.spec["model"]["img_size"],
+            scale=tuple(cfg["crop_scale"]), hflip=cfg["hflip"], generator=generator,
+        )
+        x = augment.normalize(x, self.spec["data"]["mean"], self.spec["data"]["std"])
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits = self.forward(x)
+        loss = F.cross_entropy(logits.float(), self.data.train_y[indices])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        loss = loss.detach()
+        bad = ~torch.isfinite(loss) & (self._first_bad < 0)
+        self._first_bad = torch.where(bad, self.step + 1, self._first_bad)
+        return loss
+
+    def check_finite(self) -> None:
+        """Host sync: stop if any step so far had a NaN/inf loss (before anything is saved)."""
+        first_bad = int(self._first_bad)
+        if first_bad >= 0:
+            lr = lr_at(first_bad - 1, self.cfg["lr"], self.cfg["warmup_steps"], self.cfg["steps"])
+            raise Diverged(
+                f"{self.spec['name']}: the loss became non-finite at step {first_bad} (lr {lr:.3g}); "
+                "training stopped and nothing was saved"
+            )
+
+    def log_row(self, loss_sum: torch.Tensor, clock: "Clock") -> dict:
+        self.check_finite()
+        count, self._last_logged = self.step - self._last_logged, self.step
+        seconds = clock.since_log(self.device)
+        row = {
+            "step": self.step,
+            "loss": float(loss_sum) / count,
+            "lr": lr_at(self.step - 1, self.cfg["lr"], self.cfg["warmup_steps"], self.cfg["steps"]),
+            "img_per_s": count * self.cfg["batch_size"] / seconds if seconds > 0 else float("nan"),
+        }
+        self.log.append(row)
+        return row
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Top-1 accuracy (%) on the selection split."""
+        images, labels = self.data.eval_x, self.data.eval_y
+        self.model.eval()
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for start in range(0, len(labels), self.cfg["batch_size"]):
+            chunk = slice(start, start + self.cfg["batch_size"])
+            x = augment.normalize(augment.resize(images[chunk], self.spec["model"]["img_size"]),
+                                  self.spec["data"]["mean"], self.spec["data"]["std"])
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                logits = self.forward(x)
+            correct += (logits.argmax(dim=1) == labels[chunk]).sum()
+        self.model.train()
+        return 100.0 * int(correct) / len(labels)
+
+    def checkpoint(self, folder: Path, clock: "Clock") -> None:
+        self.check_finite()  # never checkpoint a diverged state
+        self.wall_seconds += clock.lap()
+        resume.save(folder, self.state())
+
+    def final_state(self) -> dict:
+        return self.selection.best_state if self.selection.best_state is not None else self.trainable()
+
+
+class Clock:
+    """Wall time between log rows (synced so GPU work is counted) and per session."""
+
+    def __init__(self):
+        self.session_start = self.log_start = time.perf_counter()
+
+    def since_log(self, device) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        seconds, self.log_start = now - self.log_start, now
+        return seconds
+
+    def lap(self) -> float:
+        """Seconds since the last lap (for the running wall-time total)."""
+        now = time.perf_counter()
+        seconds, self.session_start = now - self.session_start, now
+        return seconds
+
+
+class Selection:
+    """Which weights the run keeps: the last step's, or the best on a held-out split."""
+
+    def __init__(self, mode: str, every: int):
+        self.mode, self.every = mode, every
+        self.best_acc: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict | None = None
+
+    def due(self, step: int, steps: int) -> bool:
+        return self.mode != "last" and (step % self.every == 0 or step == steps)
+
+    def update(self, step: int, accuracy: float, snapshot) -> None:
+        if self.best_acc is None or accuracy > self.best_acc:
+            self.best_acc, self.best_step, self.best_state = accuracy, step, snapshot()
+
+    def state_dict(self) -> dict:
+        return {"best_acc": self.best_acc, "best_step": self.best_step, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_acc, self.best_step, self.best_state = state["best_acc"], state["best_step"], state["best_state"]
+
+
+# ---------------------------------------------------------------- output
+
+
+def write_run(out_dir, spec: dict, run: Run) -> None:
+    """The run folder, atomically: trainable tensors only, resolved spec, log, summary."""
+    from safetensors.torch import save_file
+
+    state = run.final_state()
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        save_file(state, str(tmp / "trainable.safetensors"))
+        (tmp / "spec.yaml").write_text(spec_lib.dump(spec))
+        write_log(tmp / "train_log.csv", run.log)
+        write_json(tmp / "summary.json", summary(spec, run))
+
+
+def write_log(path: Path, rows: list) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summary(spec: dict, run: Run) -> dict:
+    steps, batch = spec["train"]["steps"], spec["train"]["batch_size"]
+    selection = run.selection
+    return {
+        "steps": steps,
+        "final_loss": run.log[-1]["loss"],
+        "selection": selection.mode,
+        "selected_step": selection.best_step if selection.mode != "last" else steps,
+        "best_val_acc": selection.best_acc,
+        "wall_seconds": round(run.wall_seconds, 3),
+        "mean_img_per_s": round(steps * batch / run.wall_seconds, 2) if run.wall_seconds > 0 else None,
+        "device": device_name(run.device),
+        "precision": str(run.dtype).removeprefix("torch.") if run.dtype else "float32",
+        "trainable_params": sum(p.numel() for p in run.params),
+        "resumed_from_step": run.resumed_from,
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
