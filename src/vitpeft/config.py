@@ -1,0 +1,279 @@
+"""The workflow config: one study's grid and protocol, validated before any job is scheduled.
+
+`load` checks a config against `config.schema.yaml` (the one schema; every key
+typed, described and defaulted there), fills the defaults, and turns the first
+problem into one VitpeftError naming the key. `experiment_specs` turns the grid
+into resolved training specs; `paths` fixes where every dataset lives.
+
+`sync_stage` is how the workflow reruns only what changed: each job's settings
+are written to a small file that changes only when the settings do, and that
+looks ancient once the job's output records the same settings (so the arbitrary
+mtimes a `dvc pull` leaves never look like a change).
+"""
+
+import copy
+import os
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from vitpeft import spec as spec_lib
+from vitpeft.errors import VitpeftError
+
+PRETRAINED = "pretrained"  # the untouched backbone's pseudo-experiment
+ANCIENT = 0  # mtime (1970) given to stage files whose job already ran with their content
+_ValidatorBase = jsonschema.Draft202012Validator
+
+
+def schema() -> dict:
+    return yaml.safe_load(resources.files("vitpeft").joinpath("config.schema.yaml").read_text())
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _with_defaults(validator_class):
+    """A validator that fills each missing property's `default` before checking it."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_then_check(validator, properties, instance, schema):
+        if validator.is_type(instance, "object"):
+            for key, sub in properties.items():
+                if key not in instance and "default" in sub:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_then_check})
+
+
+_Validator = _with_defaults(_ValidatorBase)
+
+
+def load(source) -> dict:
+    """Validate a config (a YAML path or a dict), fill its defaults and check what the schema cannot."""
+    where, raw = _read(source)
+    cfg = copy.deepcopy(raw) if raw is not None else {}
+    _validate(cfg, schema(), where)
+    _check_experiments(cfg, where)
+    _check_synthetic(cfg, where)
+    _check_source(cfg, where)
+    return cfg
+
+
+def _read(source):
+    if isinstance(source, dict):
+        return "config", source
+    path = Path(source)
+    try:
+        return path.name, yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise VitpeftError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise VitpeftError(f"{path.name} is not valid YAML: {error}") from None
+
+
+def _validate(instance, sch: dict, where: str, prefix: str = "") -> None:
+    error = jsonschema.exceptions.best_match(_Validator(sch).iter_errors(instance))
+    if error is not None:
+        raise VitpeftError(f"{where}: {_describe(error, prefix)}")
+
+
+def key_path(parts, prefix: str = "") -> str:
+    """experiments, 3, method -> 'experiments[3].method'."""
+    text = prefix
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(error, prefix: str) -> str:
+    path = key_path(error.absolute_path, prefix)
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"{key_path([unknown[0]], path)}: unknown key (allowed here: {allowed})"
+    if error.validator == "required":
+        return f"{path or 'top level'}: {error.message}"
+    return f"{path or 'top level'}: {error.message}"
+
+
+def _check_experiments(cfg: dict, where: str) -> None:
+    seen = set()
+    depth = None
+    train_schema = {**schema(), "$ref": "#/$defs/train", "properties": {}, "additionalProperties": True}
+    for i, exp in enumerate(cfg["experiments"]):
+        here = f"experiments[{i}]"
+        if exp["name"] in seen or exp["name"] == PRETRAINED:
+            reason = "is reserved for the untouched backbone" if exp["name"] == PRETRAINED else "is used twice"
+            raise VitpeftError(f"{where}: {here}.name: {exp['name']!r} {reason}; experiment names must be unique")
+        seen.add(exp["name"])
+        _validate(_merged_train(cfg, exp), train_schema, where, f"{here}.train")
+        depth = depth or _model_depth(cfg["backbone"]["model"], where)
+        _check_method(exp, depth, where, here)
+
+
+def _check_method(exp: dict, depth: int, where: str, here: str) -> None:
+    from vitpeft import methods
+
+    try:
+        methods.check(exp["method"], exp["args"], depth)
+    except VitpeftError as error:
+        raise VitpeftError(f"{where}: {here}.args: {error}") from None
+
+
+def _model_depth(model_cfg: dict, where: str) -> int:
+    """Blocks of the configured model: from kwargs when given, else built on the meta device (no memory)."""
+    depth = model_cfg["kwargs"].get("depth")
+    if isinstance(depth, int):
+        return depth
+    from vitpeft.backbone import build_model
+
+    try:
+        return len(build_model(model_cfg, 2, device="meta").blocks)
+    except Exception as error:  # timm's own message says what is wrong with the model settings
+        raise VitpeftError(f"{where}: backbone.model: cannot build {model_cfg['name']!r}: {error}") from None
+
+
+def _check_synthetic(cfg: dict, where: str) -> None:
+    classes = cfg["synthetic"]["target_classes"]
+    if cfg["target"]["dataset"] == "synthetic" and cfg["target"]["num_classes"] != classes:
+        raise VitpeftError(
+            f"{where}: target.num_classes: {cfg['target']['num_classes']} but the synthetic target domain "
+            f"has synthetic.target_classes = {classes}; set them equal"
+        )
+
+
+def _check_source(cfg: dict, where: str) -> None:
+    """ImageNet must be reachable when the source column is on and not yet prepared (a pulled cache suffices)."""
+    source = cfg["source"]
+    if not source["enabled"] or source["dataset"] != "imagenet" or _prepared(paths(cfg)["source_bank"]):
+        return
+    root = source["imagenet_dir"]
+    hint = "point it at your ILSVRC2012 copy (train/ and val/ class folders) or set source.enabled: false"
+    if root is None:
+        raise VitpeftError(f"{where}: source.imagenet_dir: not set while source.enabled is true; {hint}")
+    if not Path(root).is_dir():
+        raise VitpeftError(f"{where}: source.imagenet_dir: {root!r} is not a folder; {hint}")
+    try:
+        from vitpeft.datasets import check_imagenet
+    except ImportError:  # datasets.py not installed yet: the folder check above is all we can do
+        return
+    try:
+        check_imagenet(root)
+    except VitpeftError as error:
+        raise VitpeftError(f"{where}: source.imagenet_dir: {error}") from None
+
+
+def _prepared(folder: str) -> bool:
+    return (Path(folder) / "meta.json").exists()
+
+
+# ---------------------------------------------------------------- what the workflow reads
+
+
+def paths(cfg: dict) -> dict:
+    """Where every prepared dataset and the checkpoint live (relative to the working directory)."""
+    data = Path(cfg["data_dir"])
+    synthetic = data / "synthetic"
+    target = synthetic / "target" if cfg["target"]["dataset"] == "synthetic" else data / "cifar100"
+    if cfg["source"]["dataset"] == "synthetic":
+        bank, queries = synthetic / "source" / "train", synthetic / "source" / "test"
+    else:
+        bank, queries = data / "imagenet" / "bank", data / "imagenet" / "queries"
+    return {
+        "cifar100_archive": str(data / "downloads" / "cifar-100-python.tar.gz"),
+        "cifar100": str(data / "cifar100"),
+        "synthetic": str(synthetic),
+        "imagenet": str(data / "imagenet"),
+        "target": str(target),
+        "target_train": str(target / "train"),
+        "target_test": str(target / "test"),
+        "source_bank": str(bank),
+        "source_queries": str(queries),
+        "checkpoint": cfg["backbone"]["checkpoint"],
+    }
+
+
+def _merged_train(cfg: dict, exp: dict) -> dict:
+    return {**cfg["train"], **exp.get("train", {})}
+
+
+def _spec(cfg: dict, name: str, method: str, args: dict, train: dict) -> dict:
+    where = paths(cfg)
+    raw = {
+        "name": name,
+        "method": method,
+        "args": args,
+        "model": cfg["backbone"]["model"],
+        "checkpoint": cfg["backbone"]["checkpoint"],
+        "num_classes": cfg["target"]["num_classes"],
+        "data": {
+            "train": where["target_train"],
+            "test": where["target_test"],
+            "mean": cfg["target"]["mean"],
+            "std": cfg["target"]["std"],
+        },
+        "train": train,
+    }
+    return spec_lib.resolve(raw, where=name)
+
+
+def experiment_specs(cfg: dict) -> dict:
+    """{experiment name: resolved spec}: the experiment merged over the config's shared settings."""
+    return {
+        exp["name"]: _spec(cfg, exp["name"], exp["method"], exp["args"], _merged_train(cfg, exp))
+        for exp in cfg["experiments"]
+    }
+
+
+def pretrained_spec(cfg: dict) -> dict:
+    """The untouched backbone as a spec (method linear: nothing but a head changes, and it is never trained)."""
+    return _spec(cfg, PRETRAINED, "linear", {}, dict(cfg["train"]))
+
+
+def paper_figures(cfg: dict) -> dict:
+    """{experiment name: {"params", "target", "source"}} for rows the paper publishes."""
+    return {exp["name"]: dict(exp["paper"]) for exp in cfg["experiments"] if exp.get("paper")}
+
+
+def stage_settings(cfg: dict) -> dict:
+    """{stage: the settings its job depends on}: a change in one reruns that job (and what depends on it)."""
+    source = cfg["source"]
+    return {
+        "synthetic": {"name": cfg["name"], "synthetic": cfg["synthetic"]},
+        "pretrain": {"name": cfg["name"], "backbone": cfg["backbone"], "pretrain": cfg["pretrain"],
+                     "synthetic": cfg["synthetic"]},
+        # imagenet_dir is left out on purpose: the same images at another path are the same bank.
+        "imagenet": {key: source[key] for key in ("bank_per_class", "query_per_class", "resize", "crop")},
+        "source_eval": {key: source[key] for key in ("mean", "std", "k", "temperature")},
+        "report": cfg,
+    }
+
+
+# ---------------------------------------------------------------- rerun only what changed
+
+
+def sync_stage(settings: dict, path, witnesses=()) -> bool:
+    """Write `settings` to `path` only if they changed; make it ancient if its job already ran with them.
+
+    `witnesses` are the copies a finished job leaves of the settings it ran
+    with (a run's spec.yaml, a stamp). When every one that exists holds the
+    same settings, the file gets an ancient mtime: Snakemake then sees no
+    change whatever order `dvc pull` or a copy wrote the files in. Returns
+    whether the file was (re)written.
+    """
+    path = Path(path)
+    written = spec_lib.write_if_changed(settings, path)
+    present = [Path(w) for w in witnesses if Path(w).is_file()]
+    if present and all(_same_yaml(w, settings) for w in present):
+        os.utime(path, (ANCIENT, ANCIENT))
+    return written
+
+
+def _same_yaml(path: Path, settings: dict) -> bool:
+    try:
+        return yaml.safe_load(path.read_text()) == yaml.safe_load(spec_lib.dump(settings))
+    except yaml.YAMLError:
+        return False
