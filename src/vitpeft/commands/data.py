@@ -1,0 +1,96 @@
+"""Data subcommands: download, prepare-cifar100, fetch-checkpoint, check-imagenet, prepare-imagenet."""
+
+import json
+
+from vitpeft import datasets, download
+from vitpeft.errors import VitpeftError
+
+
+def register(subparsers) -> None:
+    _register_download(subparsers)
+    _register_prepare_cifar100(subparsers)
+    _register_fetch_checkpoint(subparsers)
+    _register_check_imagenet(subparsers)
+    _register_prepare_imagenet(subparsers)
+
+
+def _register_download(subparsers) -> None:
+    parser = subparsers.add_parser("download", help="download a file, verify its checksum, write it atomically")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--out", required=True, help="destination file")
+    checksum = parser.add_mutually_exclusive_group()
+    checksum.add_argument("--md5", help="expected md5 (hex)")
+    checksum.add_argument("--sha256", help="expected sha256 (hex)")
+    parser.set_defaults(func=_download)
+
+
+def _download(args) -> int:
+    download.download(args.url, args.out, md5=args.md5, sha256=args.sha256)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _register_prepare_cifar100(subparsers) -> None:
+    parser = subparsers.add_parser("prepare-cifar100", help="cifar-100-python.tar.gz -> OUT/train and OUT/test")
+    parser.add_argument("--archive", required=True, help="the official cifar-100-python.tar.gz")
+    parser.add_argument("--out", required=True, help="folder to write (train/ and test/ inside)")
+    parser.set_defaults(func=_prepare_cifar100)
+
+
+def _prepare_cifar100(args) -> int:
+    counts = datasets.prepare_cifar100(args.archive, args.out)
+    print(f"wrote {args.out}: {counts['train']} train and {counts['test']} test images")
+    return 0
+
+
+def _register_fetch_checkpoint(subparsers) -> None:
+    parser = subparsers.add_parser("fetch-checkpoint", help="fetch backbone weights (URL or timm hub)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help="a .pth/.safetensors state dict, e.g. DINO's dino_vitbase16_pretrain.pth")
+    source.add_argument("--timm-hub", help="a timm model with pretrained weights, e.g. timm/vit_base_patch16_224.dino")
+    parser.add_argument("--sha256", help="expected sha256 of the downloaded file (with --url)")
+    parser.add_argument("--out", required=True, help="destination file (.safetensors for --timm-hub)")
+    parser.set_defaults(func=_fetch_checkpoint)
+
+
+def _fetch_checkpoint(args) -> int:
+    if args.timm_hub:
+        if args.sha256:
+            raise VitpeftError("--sha256 applies to --url only (the hub verifies its own files)")
+        download.fetch_timm_checkpoint(args.timm_hub, args.out)
+    else:
+        download.fetch_checkpoint(args.url, args.out, sha256=args.sha256)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _register_check_imagenet(subparsers) -> None:
+    parser = subparsers.add_parser("check-imagenet", help="check an ImageNet copy's layout (train/ and val/ class folders)")
+    parser.add_argument("--root", required=True)
+    parser.set_defaults(func=_check_imagenet)
+
+
+def _check_imagenet(args) -> int:
+    summary = datasets.check_imagenet(args.root)
+    print(json.dumps({"classes": len(summary["classes"]), "train": summary["train"], "val": summary["val"]}))
+    return 0
+
+
+def _register_prepare_imagenet(subparsers) -> None:
+    parser = subparsers.add_parser("prepare-imagenet", help="decode ImageNet once into OUT/bank and OUT/queries")
+    parser.add_argument("--root", required=True, help="ImageFolder copy with train/ and val/")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--bank-per-class", type=int, default=None, help="first N train images per class (default: all)")
+    parser.add_argument("--query-per-class", type=int, default=None, help="first N val images per class (default: all)")
+    parser.add_argument("--resize", type=int, default=256, help="shorter side, bicubic (DINO: 256)")
+    parser.add_argument("--crop", type=int, default=224, help="centre crop (DINO: 224)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs, at most 16)")
+    parser.set_defaults(func=_prepare_imagenet)
+
+
+def _prepare_imagenet(args) -> int:
+    counts = datasets.prepare_imagenet(
+        args.root, args.out, args.bank_per_class, args.query_per_class, args.resize, args.crop, args.workers
+    )
+    print(f"wrote {args.out}: {counts['bank']} bank and {counts['queries']} query images")
+    return 0
