@@ -10,6 +10,7 @@ place and the head trains in full.
 from dataclasses import dataclass, field
 
 from peft import PEFT_TYPE_TO_CONFIG_MAPPING
+from peft.config import PromptLearningConfig
 from torch import nn
 
 from vitpeft.errors import VitpeftError
@@ -49,17 +50,17 @@ class Config:
         peft_type = str(self.peft_type).upper()
         if peft_type not in _known_types():
             raise VitpeftError(f"method {NAME!r}: unknown peft_type {self.peft_type!r} (known: {', '.join(_known_types())})")
+        config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
+        if issubclass(config_cls, PromptLearningConfig):
+            raise VitpeftError(f"method {NAME!r}: {peft_type} is prompt learning, not an adapter on Linear layers")
         targets = self.target_modules
         if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
             raise VitpeftError(f"method {NAME!r}: target_modules must be a non-empty list of names, got {targets!r}")
         try:
             fields = {**TYPE_DEFAULTS.get(peft_type, {}), **self.options, "target_modules": list(targets)}
-            config = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type](**fields)
+            return config_cls(**fields)
         except (TypeError, ValueError) as error:
             raise VitpeftError(f"method {NAME!r}: bad {peft_type} options {self.options}: {error}") from None
-        if config.is_prompt_learning:
-            raise VitpeftError(f"method {NAME!r}: {peft_type} is prompt learning, not an adapter on Linear layers")
-        return config
 
 
 def apply(model: nn.Module, cfg: Config) -> None:
