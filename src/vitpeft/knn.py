@@ -25,22 +25,27 @@ DINO_TEMPERATURE = 0.07
 
 def extract(model, images, size, mean, std, batch_size=256, device="cpu") -> torch.Tensor:
     """Features of uint8 N x H x W x 3 `images` (numpy, may be memory-mapped): float32 [N, D] on CPU, unit norm."""
-    if batch_size < 1:
-        raise VitpeftError(f"batch size must be positive, got {batch_size}")
-    device = torch.device(device)
-    model.eval()
-    chunks = []
-    with torch.inference_mode(), _autocast(device):
-        for batch in _prefetched_batches(images, batch_size):
-            x = torch.from_numpy(batch).to(device, non_blocking=True)
-            x = augment.normalize(augment.resize(x, size), mean, std)
-            chunks.append(F.normalize(backbone.features(model, x).float(), dim=1).cpu())
-    if not chunks:
-        raise VitpeftError("cannot extract features of an empty dataset")
-    features = torch.cat(chunks)
+    unit_features = lambda x: F.normalize(backbone.features(model, x).float(), dim=1)  # noqa: E731
+    features = torch.cat(map_batches(model, unit_features, images, size, mean, std, batch_size, device))
     if not torch.isfinite(features).all():
         raise VitpeftError("the backbone produced NaN or infinite features (diverged weights?)")
     return features
+
+
+def map_batches(model, fn, images, size, mean, std, batch_size=256, device="cpu") -> list:
+    """[fn(x).cpu() for each batch x]: resized to `size`, normalised, on `device`, model in eval mode, no grad."""
+    if batch_size < 1:
+        raise VitpeftError(f"batch size must be positive, got {batch_size}")
+    if len(images) == 0:
+        raise VitpeftError("cannot evaluate on an empty dataset")
+    device = torch.device(device)
+    model.eval()
+    outputs = []
+    with torch.inference_mode(), _autocast(device):
+        for batch in _prefetched_batches(images, batch_size):
+            x = torch.from_numpy(batch).to(device, non_blocking=True)
+            outputs.append(fn(augment.normalize(augment.resize(x, size), mean, std)).cpu())
+    return outputs
 
 
 def _autocast(device: torch.device):
@@ -105,14 +110,20 @@ def knn_predict(
     return {k: _vote(similarities[:, :k], neighbour_labels[:, :k], temperature, num_classes).cpu() for k in ks}
 
 
-def _check_knn_args(bank, bank_labels, queries, ks, temperature, chunk, bank_chunk) -> list:
+def check_settings(ks, temperature, bank_size: int) -> list:
+    """Sorted distinct ks, or an error when a k or the temperature cannot work with this bank."""
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise VitpeftError(f"k must be positive integers, got {ks}")
-    if ks[-1] > len(bank):
-        raise VitpeftError(f"k={ks[-1]} exceeds the bank size ({len(bank)} entries)")
+    if ks[-1] > bank_size:
+        raise VitpeftError(f"k={ks[-1]} exceeds the bank size ({bank_size} entries)")
     if not temperature > 0:
         raise VitpeftError(f"temperature must be positive, got {temperature}")
+    return ks
+
+
+def _check_knn_args(bank, bank_labels, queries, ks, temperature, chunk, bank_chunk) -> list:
+    ks = check_settings(ks, temperature, len(bank))
     if chunk < 1 or bank_chunk < 1:
         raise VitpeftError(f"chunk sizes must be positive, got {chunk} and {bank_chunk}")
     if bank.ndim != 2 or queries.ndim != 2 or bank.shape[1] != queries.shape[1]:
