@@ -1,0 +1,84 @@
+"""`vitpeft params`: counts for a grid of experiments, rendered as table or CSV."""
+
+import argparse
+import csv
+import io
+import time
+
+import pytest
+
+from vitpeft import methods
+from vitpeft import spec as spec_lib
+from vitpeft.commands import params
+from vitpeft.errors import VitpeftError
+
+VIT_B = {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}
+
+# The paper's grid (PROTOCOL.md): our exact counts, and the paper's printed figure.
+PAPER_GRID = {
+    "full": ("full", {}, 85_875_556),
+    "top3": ("topk", {"k": 3}, 21_342_052),
+    "linear": ("linear", {}, 76_900),
+    "lora_r4": ("lora", {"r": 4}, 224_356),
+    "lora_r8": ("lora", {"r": 8}, 371_812),
+    "lora_r16": ("lora", {"r": 16}, 666_724),
+    "block_p1": ("block_expansion", {"p": 1}, 7_164_772),
+    "block_p2": ("block_expansion", {"p": 2}, 14_252_644),
+    "block_p3": ("block_expansion", {"p": 3}, 21_340_516),
+    "block_p4": ("block_expansion", {"p": 4}, 28_428_388),
+}
+
+
+def grid_spec(name, model=VIT_B):
+    method, args, _ = PAPER_GRID[name]
+    return spec_lib.resolve({"name": name, "method": method, "args": args, "model": model,
+                             "num_classes": 100, "data": {"train": "unused"}})
+
+
+def test_the_whole_paper_grid_counts_exactly_and_in_about_a_second():
+    start = time.perf_counter()
+    counts = {name: methods.count_trainable(grid_spec(name)) for name in PAPER_GRID}
+    elapsed = time.perf_counter() - start
+    assert counts == {name: expected for name, (_, _, expected) in PAPER_GRID.items()}
+    assert elapsed < 10, f"counting took {elapsed:.1f} s; the meta device should make it about a second"
+
+
+def test_counts_follow_the_model_scale():
+    small = params.default_model_cfg("vit_small_patch16_224")
+    assert small == {"name": "vit_small_patch16_224", "img_size": 224, "kwargs": {}}
+    assert methods.count_trainable(grid_spec("linear", small)) == 384 * 100 + 100
+    assert methods.count_trainable(grid_spec("lora_r8", small)) == 12 * 2 * 8 * (384 + 384) + 384 * 100 + 100
+
+
+def test_unknown_model_name_is_an_error():
+    with pytest.raises(VitpeftError, match="no_such_vit"):
+        params.default_model_cfg("no_such_vit")
+
+
+ROWS = [
+    {"experiment": "full", "method": "full", "trainable": 85_875_556, "paper": 85_900_000},
+    {"experiment": "lora_qkv_r8", "method": "lora_qkv", "trainable": 371_812, "paper": None},
+]
+
+
+def test_csv_has_the_agreed_columns_and_plain_numbers():
+    rows = list(csv.DictReader(io.StringIO(params.render(ROWS, "csv"))))
+    assert list(rows[0]) == ["experiment", "method", "trainable", "paper"]
+    assert rows[0] == {"experiment": "full", "method": "full", "trainable": "85875556", "paper": "85900000"}
+    assert rows[1]["paper"] == ""  # no paper figure for this one
+
+
+def test_table_shows_readable_numbers_and_a_dash_where_the_paper_has_none():
+    lines = params.render(ROWS, "table").splitlines()
+    assert lines[0].split() == ["experiment", "method", "trainable", "paper"]
+    assert lines[2].split() == ["full", "full", "85,875,556", "85,900,000"]
+    assert lines[3].split() == ["lora_qkv_r8", "lora_qkv", "371,812", "-"]
+
+
+def test_the_subcommand_parses_its_options():
+    parser = argparse.ArgumentParser()
+    params.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["params", "--config", "c.yaml", "--format", "csv", "--model", "vit_small_patch16_224"])
+    assert (args.config, args.format, args.model, args.func) == ("c.yaml", "csv", "vit_small_patch16_224", params.run)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["params", "--config", "c.yaml", "--format", "json"])
