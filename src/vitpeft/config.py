@@ -58,6 +58,7 @@ def load(source) -> dict:
     _validate(cfg, schema(), where)
     _check_experiments(cfg, where)
     _check_synthetic(cfg, where)
+    _check_backbone(cfg, where)
     _check_source(cfg, where)
     return cfg
 
@@ -143,6 +144,16 @@ def _check_synthetic(cfg: dict, where: str) -> None:
             f"{where}: target.num_classes: {cfg['target']['num_classes']} but the synthetic target domain "
             f"has synthetic.target_classes = {classes}; set them equal"
         )
+
+
+def _check_backbone(cfg: dict, where: str) -> None:
+    backbone = cfg["backbone"]
+    if backbone["pretrain"] or backbone["url"] or backbone["timm_hub"] or Path(backbone["checkpoint"]).is_file():
+        return
+    raise VitpeftError(
+        f"{where}: backbone.url: not set, nor backbone.timm_hub, and backbone.checkpoint "
+        f"{backbone['checkpoint']!r} does not exist; say where the weights come from"
+    )
 
 
 def _check_source(cfg: dict, where: str) -> None:
@@ -239,17 +250,23 @@ def paper_figures(cfg: dict) -> dict:
 
 
 def stage_settings(cfg: dict) -> dict:
-    """{stage: the settings its job depends on}: a change in one reruns that job (and what depends on it)."""
-    source = cfg["source"]
-    return {
-        "synthetic": {"name": cfg["name"], "synthetic": cfg["synthetic"]},
-        "pretrain": {"name": cfg["name"], "backbone": cfg["backbone"], "pretrain": cfg["pretrain"],
-                     "synthetic": cfg["synthetic"]},
-        # imagenet_dir is left out on purpose: the same images at another path are the same bank.
-        "imagenet": {key: source[key] for key in ("bank_per_class", "query_per_class", "resize", "crop")},
-        "source_eval": {key: source[key] for key in ("mean", "std", "k", "temperature")},
-        "report": cfg,
-    }
+    """{stage: the settings its job depends on}, for the stages this config uses.
+
+    A change in one reruns that job (and, through Snakemake, what depends on it).
+    """
+    source, synthetic = cfg["source"], "synthetic" in (cfg["target"]["dataset"], cfg["source"]["dataset"])
+    stages = {"report": cfg}
+    if synthetic:
+        stages["synthetic"] = {"name": cfg["name"], "synthetic": cfg["synthetic"]}
+    if cfg["backbone"]["pretrain"]:
+        stages["pretrain"] = {"name": cfg["name"], "backbone": cfg["backbone"], "pretrain": cfg["pretrain"],
+                              "synthetic": cfg["synthetic"]}
+    if source["enabled"]:
+        stages["source_eval"] = {key: source[key] for key in ("mean", "std", "k", "temperature")}
+        if source["dataset"] == "imagenet":
+            # imagenet_dir is left out on purpose: the same images at another path are the same bank.
+            stages["imagenet"] = {key: source[key] for key in ("bank_per_class", "query_per_class", "resize", "crop")}
+    return stages
 
 
 # ---------------------------------------------------------------- rerun only what changed
