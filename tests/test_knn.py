@@ -98,3 +98,17 @@ def test_extract_gives_unit_features_independent_of_batching(tiny_model_cfg, tmp
     assert torch.allclose(whole.norm(dim=1), torch.ones(10), atol=1e-5)
     assert torch.allclose(whole, batched, atol=1e-5)
     assert not torch.allclose(whole[0], whole[1])  # different images, different features
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_vote_and_bf16_features_agree_with_cpu(problem, tiny_model_cfg):
+    bank, bank_labels, queries = problem
+    on_gpu = knn.knn_predict(bank, bank_labels, queries, (5, 20), 0.07, 7, chunk=16, bank_chunk=100, device="cuda")
+    for k in (5, 20):
+        assert torch.equal(on_gpu[k], brute_force_predictions(bank, bank_labels, queries, k, 0.07, 7))
+    images = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    model = tiny_vit(tiny_model_cfg)
+    cpu = knn.extract(model, images, 32, (0.5,) * 3, (0.5,) * 3, device="cpu")
+    gpu = knn.extract(model.cuda(), images, 32, (0.5,) * 3, (0.5,) * 3, device="cuda")
+    assert gpu.device.type == "cpu" and (cpu * gpu).sum(dim=1).min() > 0.99  # bf16 autocast: cosine ~ 1

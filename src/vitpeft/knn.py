@@ -56,14 +56,14 @@ def _autocast(device: torch.device):
 
 
 def _prefetched_batches(images, batch_size):
-    """Yield contiguous uint8 batches, reading the next one from disk while the current one computes."""
-    starts = range(0, len(images), batch_size)
-    read = lambda start: np.array(images[start : start + batch_size])  # noqa: E731  (a writable in-RAM copy)
+    """Yield in-RAM uint8 batches, reading the next one from disk while the current one computes."""
+    read = lambda start: np.array(images[start : start + batch_size])  # noqa: E731  (a writable copy)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(read, starts[0]) if starts else None
-        for next_start in list(starts[1:]) + [None]:
+        pending = pool.submit(read, 0)
+        for start in range(0, len(images), batch_size):
             batch = pending.result()
-            pending = pool.submit(read, next_start) if next_start is not None else None
+            if start + batch_size < len(images):
+                pending = pool.submit(read, start + batch_size)
             yield batch
 
 
