@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -141,15 +142,39 @@ def test_every_default_comes_from_the_schema():
     assert partial["resources"]["evaluate"] == {"gpu": 0, "cpus": 8, "mem_mb": 64000, "runtime": 120}
 
 
+def test_config_readme_explains_every_key():
+    readme = (REPO / "config" / "README.md").read_text()
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            name = f"{path}.{key}" if path else key
+            assert f"`{name}`" in readme, f"config/README.md does not explain {name}"
+            target = whole["$defs"][sub["$ref"].split("/")[-1]] if "$ref" in sub else sub
+            walk(target, name)
+
+    whole = config.schema()
+    walk(whole, "")
+    walk(whole["$defs"]["experiment"], "experiments[]")
+
+
 def test_schema_method_names_are_the_registry():
     item = config.schema()["$defs"]["experiment"]["properties"]["method"]
     assert sorted(item["enum"]) == sorted(methods.REGISTRY)
 
 
-def test_every_schema_key_is_described():
+KEYWORDS = {"description", "type", "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+            "items", "minItems", "maxItems", "uniqueItems", "pattern", "minLength", "properties",
+            "additionalProperties", "required", "$ref"}
+
+
+def test_every_schema_key_is_described_with_known_keywords_only():
+    # A stray keyword is silently ignored by JSON Schema (e.g. a YAML flow mapping split at a comma).
+    jsonschema.Draft202012Validator.check_schema(config.schema())
+
     def walk(node, path):
         for key, sub in node.get("properties", {}).items():
             assert sub.get("description"), f"{path}.{key} has no description"
+            assert set(sub) <= KEYWORDS, f"{path}.{key} has unknown keywords {set(sub) - KEYWORDS}"
             walk(sub, f"{path}.{key}")
 
     whole = config.schema()
