@@ -52,9 +52,12 @@ def apply(model: nn.Module, method: str, args: dict) -> nn.Module:
 
 
 def trainable_state(model: nn.Module) -> dict:
-    """The weights that training changes (requires_grad), detached, on the CPU, contiguous."""
+    """A snapshot of the weights that training changes (requires_grad): detached CPU copies, contiguous.
+
+    Copies even on the CPU, so a kept snapshot (best step so far) does not move with training.
+    """
     return {
-        name: param.detach().to("cpu").contiguous()
+        name: param.detach().to("cpu", copy=True).contiguous()
         for name, param in model.named_parameters()
         if param.requires_grad
     }
