@@ -32,17 +32,30 @@ def eval_target(
     test = _load(data_dir, "target test set")
     _check_labels(test, spec["num_classes"], data_dir)
     if run_dir is None:
-        bank = _load(spec["data"]["train"], "target train set (the k-NN bank)")
-        ks = knn.check_settings(ks, temperature, len(bank))
-        model = models.pretrained(spec, device)
-        scores = _knn_scores(model, bank, test, ks, temperature, spec["data"]["mean"], spec["data"]["std"], spec, device, batch_size)
-        result = {"metric": "knn", "top1": scores[_headline(ks)], "top5": None, "knn": _keyed(scores),
-                  "headline_k": _headline(ks), "ks": ks, "temperature": temperature, "bank_count": len(bank)}
+        result = _target_knn(spec, test, ks, temperature, device, batch_size)
     else:
-        model = models.trained(spec, run_dir, device)
-        top1, top5 = _classifier_scores(model, test, spec, device, batch_size)
+        top1, top5 = _classifier_scores(models.trained(spec, run_dir, device), test, spec, device, batch_size)
         result = {"metric": "classifier", "top1": top1, "top5": top5}
     return {**result, **_provenance(spec, run_dir), "count": len(test), "seconds": round(time.monotonic() - started, 1)}
+
+
+def _target_knn(spec, test, ks, temperature, device, batch_size) -> dict:
+    """The head-less pretrained backbone's target figure: weighted k-NN, bank = the target train set."""
+    bank = _load(spec["data"]["train"], "target train set (the k-NN bank)")
+    ks = knn.check_settings(ks, temperature, len(bank))
+    model = models.pretrained(spec, device)
+    mean, std = spec["data"]["mean"], spec["data"]["std"]
+    scores = _knn_scores(model, bank, test, ks, temperature, mean, std, spec, device, batch_size)
+    return {
+        "metric": "knn",
+        "top1": scores[_headline(ks)],
+        "top5": None,
+        "knn": _keyed(scores),
+        "headline_k": _headline(ks),
+        "ks": ks,
+        "temperature": temperature,
+        "bank_count": len(bank),
+    }
 
 
 def eval_source(
