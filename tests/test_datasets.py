@@ -222,3 +222,10 @@ def test_bad_limits_are_refused_before_work(tmp_path, imagenet):
     with pytest.raises(VitpeftError, match="crop <= resize"):
         datasets.prepare_imagenet(imagenet, tmp_path / "cache", resize=16, crop=20)
     assert not (tmp_path / "cache").exists()
+
+
+def test_not_enough_disk_is_refused_before_decoding(tmp_path, imagenet):
+    # 19 images at 10^6 x 10^6 pixels need 57 TB: refused up front, not a SIGBUS mid-write.
+    with pytest.raises(VitpeftError, match=r"needs 57000\.0 GB but only .* GB are free"):
+        datasets.prepare_imagenet(imagenet, tmp_path / "cache", resize=10**6, crop=10**6)
+    assert not (tmp_path / "cache").exists()

@@ -11,6 +11,7 @@ import io
 import multiprocessing
 import os
 import pickle
+import shutil
 import sys
 import tarfile
 import zlib
@@ -174,15 +175,24 @@ def prepare_imagenet(root, out, bank_per_class=None, query_per_class=None, resiz
     listings = _scan_imagenet(root)
     classes = sorted(listings["train"])
     plan = {
-        "bank": _file_list(root / "train", listings["train"], classes, bank_per_class),
-        "queries": _file_list(root / "val", listings["val"], classes, query_per_class),
+        "bank": ("train", *_file_list(root / "train", listings["train"], classes, bank_per_class)),
+        "queries": ("val", *_file_list(root / "val", listings["val"], classes, query_per_class)),
     }
+    _check_free_space(out, sum(len(paths) for _, paths, _ in plan.values()) * crop * crop * 3)
     workers = workers or min(os.cpu_count() or 1, 16)
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        for part, (paths, labels) in plan.items():
-            _write_decoded(tmp / part, paths, labels, classes, resize, crop, workers, source=f"{root}/{part}")
-    return {part: len(paths) for part, (paths, _) in plan.items()}
+        for part, (split, paths, labels) in plan.items():
+            _write_decoded(tmp / part, paths, labels, classes, resize, crop, workers, source=str(root / split))
+    return {part: len(paths) for part, (_, paths, _) in plan.items()}
+
+
+def _check_free_space(out: Path, needed: int) -> None:
+    # The images go into a memory-mapped file: a full disk would kill the process (SIGBUS), not raise.
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise VitpeftError(f"{out} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free there")
 
 
 def _file_list(folder: Path, listing: dict, classes: list, per_class):
