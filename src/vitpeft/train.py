@@ -337,19 +337,23 @@ class Selection:
         self.best_acc: float | None = None
         self.best_step: int | None = None
         self.best_state: dict | None = None
+        self.history: list[list] = []  # [step, accuracy] of every evaluation
 
     def due(self, step: int, steps: int) -> bool:
         return self.mode != "last" and (step % self.every == 0 or step == steps)
 
     def update(self, step: int, accuracy: float, snapshot) -> None:
+        self.history.append([step, accuracy])
         if self.best_acc is None or accuracy > self.best_acc:
             self.best_acc, self.best_step, self.best_state = accuracy, step, snapshot()
 
     def state_dict(self) -> dict:
-        return {"best_acc": self.best_acc, "best_step": self.best_step, "best_state": self.best_state}
+        return {"best_acc": self.best_acc, "best_step": self.best_step, "best_state": self.best_state,
+                "history": self.history}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_acc, self.best_step, self.best_state = state["best_acc"], state["best_step"], state["best_state"]
+        self.history = [list(entry) for entry in state["history"]]
 
 
 # ---------------------------------------------------------------- output
@@ -384,6 +388,7 @@ def summary(spec: dict, run: Run) -> dict:
         "selection": selection.mode,
         "selected_step": selection.best_step if selection.mode != "last" else steps,
         "best_val_acc": selection.best_acc,
+        "val_history": selection.history,
         "wall_seconds": round(run.wall_seconds, 3),
         "mean_img_per_s": round(steps * batch / run.wall_seconds, 2) if run.wall_seconds > 0 else None,
         "device": device_name(run.device),

@@ -1,0 +1,182 @@
+"""Resume checkpoints: atomic rotation, damaged files, foreign specs, signals, and real kills."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import TINY_MODEL
+from vitpeft import cli, resume, store
+from vitpeft import spec as spec_lib
+from vitpeft.errors import VitpeftError
+from vitpeft.train import train
+
+
+def make_spec(data="data", **train_overrides):
+    return spec_lib.resolve({
+        "name": "tiny_full", "method": "full", "model": TINY_MODEL, "num_classes": 4, "data": {"train": str(data)},
+        "train": {"steps": 60, "batch_size": 8, "warmup_steps": 5, "lr": 0.01, "checkpoint_every": 10,
+                  "log_every": 10, **train_overrides},
+    })
+
+
+def fake_state(spec, step):
+    return {"spec_hash": spec_lib.spec_hash(spec), "step": step, "trainable": {"w": torch.full((3,), float(step))},
+            "optimizer": {}, "scaler": {}, "selection": {}, "log": [{"step": step}], "wall_seconds": 1.0}
+
+
+# ---------------------------------------------------------------- the checkpoint files
+
+
+def test_save_rotates_last_into_prev_and_load_reads_the_newest(tmp_path):
+    spec = make_spec()
+    resume.save(tmp_path / "r", fake_state(spec, 10))
+    resume.save(tmp_path / "r", fake_state(spec, 20))
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["last.pt", "prev.pt"]
+    assert resume.load(spec, folder=tmp_path / "r")["step"] == 20
+    assert torch.load(tmp_path / "r" / "prev.pt", weights_only=True)["step"] == 10
+
+
+def test_damaged_last_falls_back_to_prev_with_a_warning(tmp_path):
+    spec = make_spec()
+    resume.save(tmp_path, fake_state(spec, 10))
+    resume.save(tmp_path, fake_state(spec, 20))
+    (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:100])  # truncated mid-write
+    with pytest.warns(resume.ResumeWarning, match="last.pt is unreadable"):
+        state = resume.load(spec, folder=tmp_path)
+    assert state["step"] == 10
+
+
+def test_both_damaged_is_an_error_not_a_silent_restart(tmp_path):
+    spec = make_spec()
+    (tmp_path / "last.pt").write_bytes(b"garbage")
+    (tmp_path / "prev.pt").write_bytes(b"garbage")
+    with pytest.raises(VitpeftError, match="no readable resume checkpoint"):
+        resume.load(spec, folder=tmp_path)
+
+
+def test_absent_folder_means_a_fresh_start_but_an_absent_explicit_path_is_an_error(tmp_path):
+    assert resume.load(make_spec(), folder=tmp_path / "nothing") is None
+    with pytest.raises(VitpeftError, match="not found"):
+        resume.load(make_spec(), path=tmp_path / "nothing.pt")
+
+
+def test_checkpoint_of_another_spec_is_refused(tmp_path):
+    resume.save(tmp_path, fake_state(make_spec(lr=0.5), 10))
+    with pytest.raises(VitpeftError, match="different spec"):
+        resume.load(make_spec(), path=tmp_path / "last.pt")
+    with pytest.raises(VitpeftError, match="different spec"):
+        resume.load(make_spec(), folder=tmp_path)  # a folder edited or copied by hand
+
+
+def test_folder_name_carries_the_spec_hash(tmp_path):
+    a, b = resume.folder_for(tmp_path, make_spec()), resume.folder_for(tmp_path, make_spec(lr=0.5))
+    assert a != b and a.name.startswith("tiny_full-")
+
+
+def test_stop_flag_catches_sigterm_and_sigusr1_then_restores_handlers():
+    before = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        with resume.StopFlag() as stop:
+            assert stop.requested is None
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)
+            assert stop.requested == sig.name
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_train_refuses_a_foreign_checkpoint_before_building_anything(tmp_path, make_dataset):
+    data = make_dataset(n=32, num_classes=4)
+    resume.save(tmp_path / "foreign", fake_state(make_spec(data, lr=0.5), 10))
+    with pytest.raises(VitpeftError, match="different spec"):
+        train(make_spec(data), tmp_path / "run", tmp_path / ".resume", device="cpu",
+              resume_from=tmp_path / "foreign" / "last.pt")
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- real processes, real signals
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A dataset, a spec file and the weights of an uninterrupted run, shared by the kill tests."""
+    root = tmp_path_factory.mktemp("resume")
+    rng = np.random.default_rng(0)
+    store.save(root / "data", rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 4,
+               ["a", "b", "c", "d"])
+    spec = make_spec(root / "data")
+    (root / "spec.yaml").write_text(spec_lib.dump(spec))
+    train(spec, root / "reference", root / ".resume-reference", device="cpu")
+    return root
+
+
+def cli_args(root: Path, out: str) -> list:
+    return ["train", "--spec", str(root / "spec.yaml"), "--out", str(root / out),
+            "--resume-dir", str(root / ".resume"), "--device", "cpu"]
+
+
+def start_training(root: Path, out: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the reference ran on one thread too: bitwise equal sums
+    return subprocess.Popen([sys.executable, "-m", "vitpeft.cli", *cli_args(root, out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(root: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not list((root / ".resume").glob("*/last.pt")):
+        assert process.poll() is None, f"training ended before its first checkpoint: {process.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "no resume checkpoint within 60 s"
+        time.sleep(0.01)
+
+
+def assert_same_weights(run_a: Path, run_b: Path) -> None:
+    a, b = load_file(str(run_a / "trainable.safetensors")), load_file(str(run_b / "trainable.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def finish(root: Path, out: str) -> dict:
+    """Rerun the same command (in this process: saves a second torch start-up) to the end."""
+    assert cli.main(cli_args(root, out)) == 0
+    assert not list((root / ".resume").glob("*")), "a finished run leaves its resume folder behind"
+    return json.loads((root / out / "summary.json").read_text())
+
+
+def test_sigkill_then_rerun_gives_bit_identical_weights(workdir):
+    process = start_training(workdir, "killed")
+    wait_for_checkpoint(workdir, process)
+    process.kill()
+    process.wait()
+    assert not (workdir / "killed").exists()  # nothing half-written
+
+    summary = finish(workdir, "killed")
+    assert 0 < summary["resumed_from_step"] < 60  # it really continued, it did not start over
+    assert_same_weights(workdir / "killed", workdir / "reference")
+
+
+def test_sigterm_checkpoints_exits_75_and_the_rerun_continues(workdir):
+    process = start_training(workdir, "terminated")
+    wait_for_checkpoint(workdir, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == resume.EXIT_PREEMPTED, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr
+    [folder] = (workdir / ".resume").glob("*")
+    stopped_at = torch.load(folder / "last.pt", weights_only=True)["step"]
+    assert not (workdir / "terminated").exists()
+
+    summary = finish(workdir, "terminated")
+    assert summary["resumed_from_step"] == stopped_at
+    assert_same_weights(workdir / "terminated", workdir / "reference")
+    log = (workdir / "terminated" / "train_log.csv").read_text().splitlines()
+    assert [int(row.split(",")[0]) for row in log[1:]] == list(range(10, 61, 10))  # no rows lost or repeated
