@@ -4,8 +4,10 @@ import argparse
 import csv
 import io
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from vitpeft import methods
 from vitpeft import spec as spec_lib
@@ -82,3 +84,40 @@ def test_the_subcommand_parses_its_options():
     assert (args.config, args.format, args.model, args.func) == ("c.yaml", "csv", "vit_small_patch16_224", params.run)
     with pytest.raises(SystemExit):
         parser.parse_args(["params", "--config", "c.yaml", "--format", "json"])
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_params(capsys, *argv):
+    parser = argparse.ArgumentParser()
+    params.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["params", *argv])
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+def test_the_paper_config_counts_every_experiment_exactly_beside_the_papers_figure(capsys):
+    # config/config.yaml is not runnable until ImageNet is pointed at; counting must not need it
+    out = run_params(capsys, "--config", str(REPO / "config" / "config.yaml"), "--format", "csv")
+    rows = {row["experiment"]: row for row in csv.DictReader(io.StringIO(out))}
+    assert {name: int(row["trainable"]) for name, row in rows.items()} == {
+        name: expected for name, (_, _, expected) in PAPER_GRID.items()}
+    assert {name: row["method"] for name, row in rows.items()} == {
+        name: method for name, (method, _, _) in PAPER_GRID.items()}
+    assert rows["lora_r8"]["paper"] == "448000"  # the paper's figure, head counted twice (PROTOCOL.md)
+    assert rows["linear"]["paper"] == "76900"
+
+
+def test_the_demo_config_counts_at_the_paper_scale_with_model_override(capsys):
+    out = run_params(capsys, "--config", str(REPO / "config" / "demo.yaml"), "--format", "csv",
+                     "--model", "vit_base_patch16_224")
+    rows = {row["experiment"]: row for row in csv.DictReader(io.StringIO(out))}
+    demo_classes = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["target"]["num_classes"]
+    assert int(rows["linear"]["trainable"]) == 769 * demo_classes
+    assert int(rows["lora_r8"]["trainable"]) == 36_864 * 8 + 769 * demo_classes
+
+
+def test_a_missing_config_is_an_error(tmp_path):
+    with pytest.raises(VitpeftError, match="config file not found"):
+        params.count_rows(tmp_path / "absent.yaml")

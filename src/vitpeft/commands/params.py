@@ -1,8 +1,10 @@
 """`vitpeft params`: trainable parameter counts of every experiment in a workflow config, beside the paper's."""
 
+import copy
 import csv
 import io
 import sys
+from pathlib import Path
 
 COLUMNS = ["experiment", "method", "trainable", "paper"]
 DEFAULT_IMG_SIZE = 224
@@ -37,7 +39,7 @@ def count_rows(config_path, model_name=None) -> list:
     from vitpeft import config as config_lib
     from vitpeft import methods
 
-    cfg = config_lib.load(config_path)
+    cfg = config_lib.load(_countable(config_path))
     specs = config_lib.experiment_specs(cfg)
     paper = config_lib.paper_figures(cfg)
     rows = []
@@ -51,6 +53,31 @@ def count_rows(config_path, model_name=None) -> list:
             "paper": paper.get(name, {}).get("params"),
         })
     return rows
+
+
+def _countable(config_path) -> dict:
+    """The config as a dict, with the checks that its data exists switched off: counting needs no data.
+
+    (config.load refuses config/config.yaml until ImageNet is pointed at; the
+    counts must be available before that.)
+    """
+    import yaml
+
+    from vitpeft.errors import VitpeftError
+
+    path = Path(config_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise VitpeftError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise VitpeftError(f"{path.name} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise VitpeftError(f"{path.name}: expected a mapping at the top level")
+    raw = copy.deepcopy(raw)
+    raw.setdefault("source", {})["enabled"] = False  # no ImageNet needed
+    raw.setdefault("backbone", {})["pretrain"] = True  # no checkpoint needed
+    return raw
 
 
 def default_model_cfg(name: str) -> dict:
