@@ -121,3 +121,4 @@ def test_the_demo_config_counts_at_the_paper_scale_with_model_override(capsys):
 def test_a_missing_config_is_an_error(tmp_path):
     with pytest.raises(VitpeftError, match="config file not found"):
         params.count_rows(tmp_path / "absent.yaml")
+

@@ -38,6 +38,7 @@ def count_rows(config_path, model_name=None) -> list:
     """One row per experiment: name, method, our trainable count, the paper's (None where it has none)."""
     from vitpeft import config as config_lib
     from vitpeft import methods
+    from vitpeft.errors import VitpeftError
 
     cfg = config_lib.load(_countable(config_path))
     specs = config_lib.experiment_specs(cfg)
@@ -46,10 +47,14 @@ def count_rows(config_path, model_name=None) -> list:
     for name, spec in specs.items():
         if model_name is not None:
             spec = {**spec, "model": default_model_cfg(model_name)}
+        try:
+            trainable = methods.count_trainable(spec)
+        except VitpeftError as error:
+            raise VitpeftError(f"experiment {name!r}: {error}") from None
         rows.append({
             "experiment": name,
             "method": spec["method"],
-            "trainable": methods.count_trainable(spec),
+            "trainable": trainable,
             "paper": paper.get(name, {}).get("params"),
         })
     return rows
