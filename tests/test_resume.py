@@ -18,12 +18,12 @@ from conftest import TINY_MODEL
 from vitpeft import cli, resume, store
 from vitpeft import spec as spec_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.train import train
+from vitpeft.train import Run, load_data, train
 
 
-def make_spec(data="data", **train_overrides):
+def make_spec(data="data", method="full", **train_overrides):
     return spec_lib.resolve({
-        "name": "tiny_full", "method": "full", "model": TINY_MODEL, "num_classes": 4, "data": {"train": str(data)},
+        "name": f"tiny_{method}", "method": method, "model": TINY_MODEL, "num_classes": 4, "data": {"train": str(data)},
         "train": {"steps": 60, "batch_size": 8, "warmup_steps": 5, "lr": 0.01, "checkpoint_every": 10,
                   "log_every": 10, **train_overrides},
     })
@@ -180,3 +180,34 @@ def test_sigterm_checkpoints_exits_75_and_the_rerun_continues(workdir):
     assert_same_weights(workdir / "terminated", workdir / "reference")
     log = (workdir / "terminated" / "train_log.csv").read_text().splitlines()
     assert [int(row.split(",")[0]) for row in log[1:]] == list(range(10, 61, 10))  # no rows lost or repeated
+
+
+class StopAtStep:
+    """Stands in for the signal source: a stop request arrives once `run` has done `step` steps."""
+
+    def __init__(self, run, step):
+        self.run, self.step = run, step
+
+    @property
+    def requested(self):
+        return "SIGUSR1" if self.run.step >= self.step else None
+
+
+def test_best_val_resume_keeps_the_best_so_far_and_its_history(tmp_path, make_dataset):
+    data = make_dataset(n=48, num_classes=4)
+    spec = make_spec(data, method="linear", steps=12, selection="best_val", val_every=3, val_fraction=0.25)
+    train(spec, tmp_path / "reference", tmp_path / ".resume-reference", device="cpu")
+
+    cpu = torch.device("cpu")
+    run = Run(spec, load_data(spec, cpu), cpu)
+    with pytest.raises(resume.Preempted, match="stopped by SIGUSR1 at step 7"):
+        run.loop(StopAtStep(run, 7), resume.folder_for(tmp_path / ".resume", spec))
+    saved = resume.load(spec, folder=resume.folder_for(tmp_path / ".resume", spec))
+    assert saved["step"] == 7 and [s for s, _ in saved["selection"]["history"]] == [3, 6]
+
+    out = train(spec, tmp_path / "resumed", tmp_path / ".resume", device="cpu")
+    assert_same_weights(out, tmp_path / "reference")
+    resumed, reference = (json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "reference"))
+    for key in ("val_history", "selected_step", "best_val_acc"):
+        assert resumed[key] == reference[key]
+    assert resumed["resumed_from_step"] == 7
