@@ -148,3 +148,13 @@ def test_features_are_the_normed_cls_token_that_feeds_the_head(source):
     torch.testing.assert_close(feats, tokens[:, 0])
     torch.testing.assert_close(source.head(feats), source(x))
     assert not torch.allclose(feats.norm(dim=1), torch.ones(3))  # left unnormalised: the k-NN normalises
+
+
+def test_timm_vit_b_uses_dinos_published_key_names():
+    """DINO's dino_vitbase16_pretrain.pth holds exactly these keys; a timm upgrade that renames one breaks loading."""
+    dino = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"}
+    for i in range(12):
+        for layer in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"):
+            dino |= {f"blocks.{i}.{layer}.weight", f"blocks.{i}.{layer}.bias"}
+    model = build_model(VIT_B, num_classes=100, device="meta")
+    assert set(model.state_dict()) - {"head.weight", "head.bias"} == dino

@@ -342,3 +342,20 @@ def test_for_training_checks_arguments_before_reading_the_checkpoint(tmp_path, t
     spec = make_spec(tiny_model_cfg, "topk", {"k": 20}, checkpoint=str(tmp_path / "absent.pth"))
     with pytest.raises(VitpeftError, match="k=20 exceeds"):
         model_lib.for_training(spec, "cpu")
+
+
+@pytest.mark.parametrize("method,args", [
+    ("full", {}), ("topk", {"k": 2}), ("linear", {}), ("lora", {"r": 2}),
+    ("block_expansion", {"p": 2}), ("peft", {"peft_type": "LORA", "r": 2, "use_dora": True}),
+])
+def test_one_training_step_moves_exactly_the_trainable_weights(tiny, images, method, args):
+    model = methods.apply(tiny(), method, args).train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.5)
+    for _ in range(2):  # LoRA's B starts at zero, so A only moves from the second step on
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), torch.arange(4)).backward()
+        optimizer.step()
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert moved == trainable_names(model)
