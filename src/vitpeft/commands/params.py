@@ -6,6 +6,10 @@ import io
 import sys
 from pathlib import Path
 
+import yaml
+
+from vitpeft.errors import VitpeftError
+
 COLUMNS = ["experiment", "method", "trainable", "paper"]
 DEFAULT_IMG_SIZE = 224
 
@@ -37,8 +41,7 @@ def run(args) -> int:
 def count_rows(config_path, model_name=None) -> list:
     """One row per experiment: name, method, our trainable count, the paper's (None where it has none)."""
     from vitpeft import config as config_lib
-    from vitpeft import methods
-    from vitpeft.errors import VitpeftError
+    from vitpeft import methods  # torch, timm and peft load only when this command runs
 
     cfg = config_lib.load(_countable(config_path))
     specs = config_lib.experiment_specs(cfg)
@@ -66,10 +69,6 @@ def _countable(config_path) -> dict:
     (config.load refuses config/config.yaml until ImageNet is pointed at; the
     counts must be available before that.)
     """
-    import yaml
-
-    from vitpeft.errors import VitpeftError
-
     path = Path(config_path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -88,8 +87,6 @@ def _countable(config_path) -> dict:
 def default_model_cfg(name: str) -> dict:
     """A spec `model` section for timm model `name` at its pretrained input size."""
     from timm.models import get_pretrained_cfg_value, is_model
-
-    from vitpeft.errors import VitpeftError
 
     if not is_model(name):
         raise VitpeftError(f"--model: timm has no model {name!r}")
