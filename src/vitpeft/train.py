@@ -10,7 +10,9 @@ Output: `out_dir` appears whole or not at all, holding exactly RUN_FILES.
 
 import csv
 import math
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,10 @@ LOG_COLUMNS = ("step", "loss", "lr", "img_per_s")
 STREAM_SPLIT, STREAM_EPOCH, STREAM_AUGMENT = 0, 1, 2
 
 
+class Diverged(VitpeftError):
+    """The loss became NaN or infinite."""
+
+
 def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Path:
     """Train `spec` (resolved), write the run folder `out_dir`, return its path.
 
@@ -39,13 +45,14 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
     Raises resume.Preempted after checkpointing when SIGTERM/SIGUSR1 arrive.
     """
     device = pick_device(device)
-    data = load_data(spec, device)  # all input checks before any model is built
     folder = resume.folder_for(resume_root, spec)
-    state = resume.load(spec, folder=folder, path=resume_from)
+    state = resume.load(spec, folder=folder, path=resume_from)  # a foreign checkpoint is refused first
+    data = load_data(spec, device)  # all data checks before any model is built
 
     run = Run(spec, data, device)
     if state is not None:
         run.restore(state)
+        print(f"{spec['name']}: resuming at step {run.step} of {spec['train']['steps']}", file=sys.stderr)
     try:
         with resume.StopFlag() as stop:
             run.loop(stop, folder)
@@ -55,10 +62,6 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
     write_run(out_dir, spec, run)
     resume.clear(folder)
     return Path(out_dir)
-
-
-class Diverged(VitpeftError):
-    """The loss became NaN or infinite."""
 
 
 def pick_device(device) -> torch.device:
@@ -73,12 +76,14 @@ def pick_device(device) -> torch.device:
 # ---------------------------------------------------------------- data
 
 
+@dataclass
 class Data:
-    """Training images/labels on the device, plus the selection split (or None)."""
+    """Training images (uint8 N x H x W x 3) and labels on the device, plus the selection split (or None)."""
 
-    def __init__(self, train_x, train_y, eval_x=None, eval_y=None):
-        self.train_x, self.train_y = train_x, train_y
-        self.eval_x, self.eval_y = eval_x, eval_y
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    eval_x: torch.Tensor | None = None
+    eval_y: torch.Tensor | None = None
 
 
 def load_data(spec: dict, device) -> Data:
