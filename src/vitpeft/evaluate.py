@@ -11,6 +11,7 @@ function reachable (LoRA adapters off, block expansion's new blocks out), the
 same with that routed view ("routed"; null otherwise).
 """
 
+import sys
 import time
 from pathlib import Path
 
@@ -78,8 +79,11 @@ def eval_source(
         raise VitpeftError(f"{bank_dir} and {queries_dir} list different classes: prepare them together")
     ks = knn.check_settings(ks, temperature, len(bank))
     model = models.trained(spec, run_dir, device) if run_dir is not None else models.pretrained(spec, device)
+    _log(f"{spec['name']}: shared backbone")
     shared = _knn_scores(model, bank, queries, ks, temperature, mean, std, spec, device, batch_size)
     with methods.routed(model) as view:
+        if view is not None:
+            _log(f"{spec['name']}: routed view ({spec['method']} without its additions)")
         routed = _knn_scores(view, bank, queries, ks, temperature, mean, std, spec, device, batch_size) if view else None
     headline = _headline(ks)
     return {
@@ -130,13 +134,21 @@ def _check_mean_std(mean, std) -> None:
 
 
 def _knn_scores(model, bank, queries, ks, temperature, mean, std, spec, device, batch_size) -> dict:
-    size = spec["model"]["img_size"]
+    size, started = spec["model"]["img_size"], time.monotonic()
     bank_features = knn.extract(model, bank.images, size, mean, std, batch_size, device)
     query_features = knn.extract(model, queries.images, size, mean, std, batch_size, device)
+    _log(f"features of {len(bank)} bank and {len(queries)} query images in {time.monotonic() - started:.0f} s")
     num_classes = max(len(bank.classes), int(bank.labels.max()) + 1, int(queries.labels.max()) + 1)
-    return knn.weighted_knn(
+    scores = knn.weighted_knn(
         bank_features, bank.labels, query_features, queries.labels, ks, temperature, num_classes, device=device
     )
+    _log("k-NN top-1: " + ", ".join(f"k={k} {acc:.2f}%" for k, acc in scores.items()))
+    return scores
+
+
+def _log(message: str) -> None:
+    # Extracting an ImageNet bank takes minutes: a line per phase shows a job's progress in its log.
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _classifier_scores(model, data, spec, device, batch_size):
