@@ -81,17 +81,18 @@ def eval_source(
     model = models.trained(spec, run_dir, device) if run_dir is not None else models.pretrained(spec, device)
     _log(f"{spec['name']}: shared backbone")
     shared = _knn_scores(model, bank, queries, ks, temperature, mean, std, spec, device, batch_size)
+    routed = None
     with methods.routed(model) as view:
         if view is not None:
             _log(f"{spec['name']}: routed view ({spec['method']} without its additions)")
-        routed = _knn_scores(view, bank, queries, ks, temperature, mean, std, spec, device, batch_size) if view else None
+            routed = _knn_scores(view, bank, queries, ks, temperature, mean, std, spec, device, batch_size)
     headline = _headline(ks)
     return {
         "metric": "knn",
         "knn": _keyed(shared),
-        "routed": _keyed(routed) if routed else None,
+        "routed": _keyed(routed) if routed is not None else None,
         "top1": shared[headline],
-        "routed_top1": routed[headline] if routed else None,
+        "routed_top1": routed[headline] if routed is not None else None,
         "headline_k": headline,
         "ks": ks,
         "temperature": temperature,
