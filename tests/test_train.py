@@ -168,6 +168,19 @@ def test_bad_inputs_are_refused_before_any_work(tmp_path, make_dataset):
     assert not (tmp_path / "run").exists() and not (tmp_path / ".resume").exists()
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("checkpoint_every", 0, "'train.checkpoint_every' must be a positive integer"),
+    ("crop_scale", [0.9, 0.1], "'train.crop_scale' must be \\[low, high\\]"),
+    ("hflip", 1.5, "'train.hflip' must be a probability"),
+    ("seed", -1, "'train.seed' must be an integer >= 0"),
+])
+def test_loop_settings_are_checked_before_any_work(tmp_path, make_dataset, key, value, message):
+    spec = make_spec(make_dataset(n=32, num_classes=4), **{key: value})
+    with pytest.raises(VitpeftError, match=message):
+        train(spec, tmp_path / "run", tmp_path / ".resume", device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
 def test_each_epoch_visits_every_image_once_in_a_seeded_order():
     cache = {}
     epoch0 = torch.cat([batch_indices(s, 20, 5, seed=0, cache=cache, device="cpu") for s in range(4)])

@@ -16,10 +16,12 @@ def register(subparsers) -> None:
             f"SIGTERM/SIGUSR1 checkpoint and exit {resume.EXIT_PREEMPTED}."
         ),
     )
-    parser.add_argument("--spec", required=True, help="experiment spec YAML")
-    parser.add_argument("--out", required=True, help="run folder to write (appears whole or not at all)")
-    parser.add_argument("--resume-dir", default=".resume", help="where resume checkpoints live (default .resume)")
-    parser.add_argument("--resume-from", default=None, help="continue from this checkpoint file or folder")
+    parser.add_argument("--spec", required=True, metavar="S", help="experiment spec YAML")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write (appears whole or not at all)")
+    parser.add_argument("--resume-dir", default=".resume", metavar="DIR",
+                        help="where resume checkpoints live, one folder per spec name and hash (default .resume)")
+    parser.add_argument("--resume-from", default=None, metavar="PATH",
+                        help="continue from this checkpoint file or folder (refused if written for another spec)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.set_defaults(func=run)
 
