@@ -32,7 +32,11 @@ def resize(images_u8: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """Per-channel (x - mean) / std on N x 3 x H x W."""
+    """Per-channel (x - mean) / std on N x 3 x H x W.
+
+    mean/std may be lists; in a hot loop pass tensors already on x's device
+    (a list becomes a host -> GPU copy, which waits for the GPU, on every call).
+    """
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std

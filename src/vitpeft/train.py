@@ -198,6 +198,9 @@ class Run:
             weight_decay=self.cfg["weight_decay"], foreach=True,
         )
         self.dtype = autocast_dtype(self.cfg["precision"], device)
+        # On the device once: a per-step list -> GPU copy would sync the host every step.
+        self.mean = torch.tensor(spec["data"]["mean"], device=device)
+        self.std = torch.tensor(spec["data"]["std"], device=device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.forward = torch.compile(self.model) if self.cfg["compile"] else self.model
         self.selection = Selection(self.cfg["selection"], self.cfg["val_every"])
@@ -277,7 +280,7 @@ class Run:
             self.data.train_x[indices], self.spec["model"]["img_size"],
             scale=tuple(cfg["crop_scale"]), hflip=cfg["hflip"], generator=generator,
         )
-        x = augment.normalize(x, self.spec["data"]["mean"], self.spec["data"]["std"])
+        x = augment.normalize(x, self.mean, self.std)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             logits = self.forward(x)
         loss = F.cross_entropy(logits.float(), self.data.train_y[indices])
@@ -321,8 +324,7 @@ class Run:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for start in range(0, len(labels), self.cfg["batch_size"]):
             chunk = slice(start, start + self.cfg["batch_size"])
-            x = augment.normalize(augment.resize(images[chunk], self.spec["model"]["img_size"]),
-                                  self.spec["data"]["mean"], self.spec["data"]["std"])
+            x = augment.normalize(augment.resize(images[chunk], self.spec["model"]["img_size"]), self.mean, self.std)
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
                 logits = self.forward(x)
             correct += (logits.argmax(dim=1) == labels[chunk]).sum()
