@@ -9,6 +9,7 @@ Evaluation settings are not part of a spec, so changing them never retrains.
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -102,30 +103,48 @@ def where_key(where: str, key: str) -> str:
 
 
 def _check_values(spec: dict, where: str) -> None:
-    train = spec["train"]
+    train, scale = spec["train"], spec["train"]["crop_scale"]
     checks = [
         (train["selection"] in SELECTIONS, "train.selection", f"one of {SELECTIONS}"),
         (train["precision"] in PRECISIONS, "train.precision", f"one of {PRECISIONS}"),
-        (_positive_int(train["steps"]), "train.steps", "a positive integer"),
-        (_positive_int(train["batch_size"]), "train.batch_size", "a positive integer"),
+        *[(_positive_int(train[key]), f"train.{key}", "a positive integer")
+          for key in ("steps", "batch_size", "log_every", "val_every", "checkpoint_every")],
         (_number(train["lr"]) and train["lr"] > 0, "train.lr", "a positive number"),
-        (isinstance(train["warmup_steps"], int) and train["warmup_steps"] >= 0, "train.warmup_steps", ">= 0"),
-        (0 < train["val_fraction"] < 1, "train.val_fraction", "between 0 and 1"),
+        (_int(train["warmup_steps"]) and train["warmup_steps"] >= 0, "train.warmup_steps", "an integer >= 0"),
+        (_number(train["val_fraction"]) and 0 < train["val_fraction"] < 1, "train.val_fraction", "between 0 and 1"),
+        (isinstance(scale, list) and len(scale) == 2 and all(_number(v) for v in scale)
+         and 0 < scale[0] <= scale[1] <= 1, "train.crop_scale", "[low, high] with 0 < low <= high <= 1"),
+        (_number(train["hflip"]) and 0 <= train["hflip"] <= 1, "train.hflip", "a probability in [0, 1]"),
+        (_number(train["momentum"]) and 0 <= train["momentum"] < 1, "train.momentum", "in [0, 1)"),
+        (_number(train["weight_decay"]) and train["weight_decay"] >= 0, "train.weight_decay", ">= 0"),
+        (_int(train["seed"]) and train["seed"] >= 0, "train.seed", "an integer >= 0"),
+        (isinstance(train["compile"], bool), "train.compile", "true or false"),
         (_positive_int(spec["num_classes"]), "num_classes", "a positive integer"),
         (isinstance(spec["args"], dict), "args", "a mapping"),
         (train["selection"] != "best_test" or spec["data"]["test"], "data.test", "set when selection is best_test"),
     ]
     for ok, key, expected in checks:
         if not ok:
-            raise VitpeftError(f"{where}: {key!r} must be {expected}")
+            value = _lookup(spec, key)
+            raise VitpeftError(f"{where}: {key!r} must be {expected}, got {value!r}")
+
+
+def _lookup(spec: dict, dotted: str):
+    for part in dotted.split("."):
+        spec = spec[part]
+    return spec
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return _int(value) and value > 0
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load(path) -> dict:
