@@ -3,6 +3,8 @@
 import argparse
 import csv
 import io
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,3 +124,18 @@ def test_a_missing_config_is_an_error(tmp_path):
     with pytest.raises(VitpeftError, match="config file not found"):
         params.count_rows(tmp_path / "absent.yaml")
 
+
+
+def vitpeft_cli(*argv):
+    script = Path(sys.executable).with_name("vitpeft")  # the installed console script
+    return subprocess.run([str(script), *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_the_vitpeft_params_command_prints_the_papers_grid():
+    done = vitpeft_cli("params", "--config", "config/config.yaml", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [(r["experiment"], int(r["trainable"])) for r in rows] == [
+        (name, expected) for name, (_, _, expected) in PAPER_GRID.items()]
+    bad = vitpeft_cli("params", "--config", "config/absent.yaml")
+    assert bad.returncode == 2 and bad.stderr.strip() == "vitpeft params: error: config file not found: config/absent.yaml"

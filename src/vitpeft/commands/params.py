@@ -40,10 +40,14 @@ def run(args) -> int:
 
 def count_rows(config_path, model_name=None) -> list:
     """One row per experiment: name, method, our trainable count, the paper's (None where it has none)."""
+    raw = _countable(config_path)  # a bad path fails before torch, timm and peft load
     from vitpeft import config as config_lib
-    from vitpeft import methods  # torch, timm and peft load only when this command runs
+    from vitpeft import methods
 
-    cfg = config_lib.load(_countable(config_path))
+    try:
+        cfg = config_lib.load(raw)
+    except VitpeftError as error:
+        raise VitpeftError(f"{config_path}: {error}") from None  # load() of a dict cannot name the file
     specs = config_lib.experiment_specs(cfg)
     paper = config_lib.paper_figures(cfg)
     rows = []
