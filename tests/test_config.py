@@ -234,28 +234,37 @@ def test_sync_stage_rewrites_only_on_change(tmp_path):
     assert path.stat().st_mtime > 1000 and yaml.safe_load(path.read_text()) == {"lr": 0.2}
 
 
-def test_sync_stage_is_ancient_once_the_job_recorded_the_same_settings(tmp_path):
-    path, witness = tmp_path / "a.yaml", tmp_path / "run" / "spec.yaml"
-    config.sync_stage({"lr": 0.1}, path, [witness])
-    assert path.stat().st_mtime > config.ANCIENT  # no run yet: the job must run
-    witness.parent.mkdir()
-    witness.write_text(spec.dump({"lr": 0.1}))
-    os.utime(path, None)  # as if `dvc pull` wrote it after the run
-    config.sync_stage({"lr": 0.1}, path, [witness])
-    assert path.stat().st_mtime == config.ANCIENT
-    config.sync_stage({"lr": 0.3}, path, [witness])  # edited: newer than any output again
-    assert path.stat().st_mtime > config.ANCIENT
+def stamp(path, *inputs):
+    """What a rule's STAMP writes: `sha256sum` of what the job read, then a run token."""
+    lines = [f"{config.sha256(name)}  {name}" for name in inputs] + ["run 2026-01-01T00:00:00.1Z"]
+    Path(path).write_text("\n".join(lines) + "\n")
 
 
-def test_sync_stage_needs_every_present_witness_to_agree(tmp_path):
-    path = tmp_path / "source_eval.yaml"
-    agree, differ, absent = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    agree.write_text(spec.dump({"k": [20]}))
-    differ.write_text(spec.dump({"k": [10]}))
-    config.sync_stage({"k": [20]}, path, [agree, differ, absent])
-    assert path.stat().st_mtime > config.ANCIENT
-    config.sync_stage({"k": [20]}, path, [agree, absent])
-    assert path.stat().st_mtime == config.ANCIENT
+def test_settle_dates_1970_only_what_every_reader_saw_as_it_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # stamps name files relative to the working directory, as in the workflow
+    config.sync_stage({"lr": 0.1}, "spec.yaml")
+    config.sync_stage({"k": [20]}, "knn.yaml")
+    stamp("train.sha256", "spec.yaml")
+    stamp("eval.sha256", "spec.yaml", "knn.yaml", "train.sha256")
+    tracked, stamps = ["spec.yaml", "knn.yaml", "train.sha256", "eval.sha256"], ["train.sha256", "eval.sha256"]
+    assert config.settle(tracked, stamps) == tracked  # as after a pull: nothing changed
+    assert all(os.stat(name).st_mtime == config.ANCIENT for name in tracked)
+
+    config.sync_stage({"lr": 0.2}, "spec.yaml")  # an edit: both readers saw the old spec
+    assert config.settle(tracked, stamps) == ["knn.yaml", "train.sha256", "eval.sha256"]
+    assert os.stat("spec.yaml").st_mtime > config.ANCIENT
+
+    stamp("train.sha256", "spec.yaml")  # retrained, then stopped before the evaluation
+    assert config.settle(tracked, stamps) == ["knn.yaml", "eval.sha256"]
+    assert os.stat("train.sha256").st_mtime > config.ANCIENT  # so the stale evaluation reruns
+
+
+def test_settle_ignores_missing_files_and_reads_only_digest_lines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config.sync_stage({"lr": 0.1}, "spec.yaml")
+    stamp("train.sha256", "spec.yaml")
+    assert config.read_stamp("train.sha256") == {"spec.yaml": config.sha256("spec.yaml")}
+    assert config.settle(["spec.yaml", "absent.yaml"], ["train.sha256", "absent.sha256"]) == ["spec.yaml"]
 
 
 def test_stage_settings_leave_out_the_imagenet_path():

@@ -5,13 +5,15 @@ typed, described and defaulted there), fills the defaults, and turns the first
 problem into one VitpeftError naming the key. `experiment_specs` turns the grid
 into resolved training specs; `paths` fixes where every dataset lives.
 
-`sync_stage` is how the workflow reruns only what changed: each job's settings
-are written to a small file that changes only when the settings do, and that
-looks ancient once the job's output records the same settings (so the arbitrary
-mtimes a `dvc pull` leaves never look like a change).
+`sync_stage` and `settle` are how the workflow reruns only what changed: each
+job's settings go to a small file rewritten only when they change; each job
+leaves a stamp with the sha256 of the settings and upstream stamps it read; a
+file every stamp saw as it is now is dated 1970, so the arbitrary mtimes a
+`dvc pull` leaves never look like a change, while an edited file does.
 """
 
 import copy
+import hashlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -23,7 +25,8 @@ from vitpeft import spec as spec_lib
 from vitpeft.errors import VitpeftError
 
 PRETRAINED = "pretrained"  # the untouched backbone's pseudo-experiment
-ANCIENT = 0  # mtime (1970) given to stage files whose job already ran with their content
+ANCIENT = 86400  # mtime (1970-01-02) for files every job that read them saw as they are now; not 0,
+# which Snakemake takes for "no output" and then skips its input checks
 _ValidatorBase = jsonschema.Draft202012Validator
 
 
@@ -252,17 +255,21 @@ def paper_figures(cfg: dict) -> dict:
 def stage_settings(cfg: dict) -> dict:
     """{stage: the settings its job depends on}, for the stages this config uses.
 
-    A change in one reruns that job (and, through Snakemake, what depends on it).
+    A change in one reruns that job, and, through the job's stamp, what depends on it.
     """
     source, synthetic = cfg["source"], "synthetic" in (cfg["target"]["dataset"], cfg["source"]["dataset"])
-    stages = {"report": cfg}
+    stages = {"config": cfg}  # the whole resolved config: what the report depends on
     if synthetic:
-        stages["synthetic"] = {"name": cfg["name"], "synthetic": cfg["synthetic"]}
+        stages["synthetic"] = cfg["synthetic"]
+    if cfg["target"]["dataset"] == "cifar100":
+        stages["cifar100"] = {key: cfg["target"][key] for key in ("url", "md5")}
+    if not cfg["backbone"]["pretrain"]:
+        stages["checkpoint"] = {key: cfg["backbone"][key] for key in ("url", "sha256", "timm_hub")}
     if cfg["backbone"]["pretrain"]:
-        stages["pretrain"] = {"name": cfg["name"], "backbone": cfg["backbone"], "pretrain": cfg["pretrain"],
-                              "synthetic": cfg["synthetic"]}
+        stages["pretrain"] = {"model": cfg["backbone"]["model"], "pretrain": cfg["pretrain"]}
+    # The k-NN settings: every source score, and the head-less backbone's target score, use them.
+    stages["knn"] = {key: source[key] for key in ("mean", "std", "k", "temperature")}
     if source["enabled"]:
-        stages["source_eval"] = {key: source[key] for key in ("mean", "std", "k", "temperature")}
         if source["dataset"] == "imagenet":
             # imagenet_dir is left out on purpose: the same images at another path are the same bank.
             stages["imagenet"] = {key: source[key] for key in ("bank_per_class", "query_per_class", "resize", "crop")}
@@ -272,25 +279,43 @@ def stage_settings(cfg: dict) -> dict:
 # ---------------------------------------------------------------- rerun only what changed
 
 
-def sync_stage(settings: dict, path, witnesses=()) -> bool:
-    """Write `settings` to `path` only if they changed; make it ancient if its job already ran with them.
+def sync_stage(settings: dict, path) -> bool:
+    """Write a job's settings file only if its content changed (so its mtime dates the change)."""
+    return spec_lib.write_if_changed(settings, path)
 
-    `witnesses` are the copies a finished job leaves of the settings it ran
-    with (a run's spec.yaml, a stamp). When every one that exists holds the
-    same settings, the file gets an ancient mtime: Snakemake then sees no
-    change whatever order `dvc pull` or a copy wrote the files in. Returns
-    whether the file was (re)written.
+
+def read_stamp(path) -> dict:
+    """{input path: sha256} from a job's stamp (`sha256sum` lines; other lines, e.g. the run token, are skipped)."""
+    recorded = {}
+    for line in Path(path).read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            recorded[os.path.normpath(name)] = digest
+    return recorded
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def settle(tracked, stamps) -> list:
+    """Date ANCIENT each tracked file whose content every existing stamp recorded; return those files.
+
+    `tracked` are the files that carry change between jobs (settings files and
+    the jobs' stamps); `stamps` are the stamps, each listing the sha256 of the
+    tracked files its job read. A file that every job reading it saw as it is
+    now has changed nothing, so it must not look newer than any output,
+    whatever dates a `dvc pull` or a copy gave it. A file some job saw
+    differently keeps its date (when it was rewritten) and reruns that job.
     """
-    path = Path(path)
-    written = spec_lib.write_if_changed(settings, path)
-    present = [Path(w) for w in witnesses if Path(w).is_file()]
-    if present and all(_same_yaml(w, settings) for w in present):
-        os.utime(path, (ANCIENT, ANCIENT))
-    return written
-
-
-def _same_yaml(path: Path, settings: dict) -> bool:
-    try:
-        return yaml.safe_load(path.read_text()) == yaml.safe_load(spec_lib.dump(settings))
-    except yaml.YAMLError:
-        return False
+    seen = {}
+    for stamp in stamps:
+        if Path(stamp).is_file():
+            for name, digest in read_stamp(stamp).items():
+                seen.setdefault(name, set()).add(digest)
+    settled = []
+    for path in tracked:
+        if Path(path).is_file() and seen.get(os.path.normpath(path), set()) <= {sha256(path)}:
+            os.utime(path, (ANCIENT, ANCIENT))
+            settled.append(str(path))
+    return settled

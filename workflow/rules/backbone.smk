@@ -6,21 +6,22 @@ if CFG["backbone"]["pretrain"]:
     rule pretrain_backbone:
         input:
             settings=stage_path("pretrain"),
+            stamps=data_stamp("make_synthetic"),
             data=ancient(PATHS["synthetic"]),
         output:
             checkpoint=PATHS["checkpoint"],
-            stamp=stamp_path(PATHS["checkpoint"]),
+            stamp=data_stamp("pretrain_backbone"),
         log:
             f"{LOGS}/pretrain_backbone.log",
         params:
+            config=RESOLVED_CONFIG,
             source=f"{PATHS['synthetic']}/source",
         threads: resource("train", "cpus")
         conda:
             ENV
         shell:
-            "OMP_NUM_THREADS={threads} vitpeft pretrain --config {input.settings} --data {params.source}"
-            " --out {output.checkpoint} > {log} 2>&1"
-            " && cp {input.settings} {output.stamp}"
+            "OMP_NUM_THREADS={threads} vitpeft pretrain --config {params.config} --data {params.source}"
+            " --out {output.checkpoint} > {log} 2>&1" + STAMP
 
     localrules:
         pretrain_backbone,
@@ -28,8 +29,12 @@ if CFG["backbone"]["pretrain"]:
 else:
 
     rule fetch_checkpoint:
+        input:
+            settings=stage_path("checkpoint"),
+            stamps=[],
         output:
-            PATHS["checkpoint"],
+            checkpoint=PATHS["checkpoint"],
+            stamp=data_stamp("fetch_checkpoint"),
         log:
             f"{LOGS}/fetch_checkpoint.log",
         params:
@@ -37,7 +42,7 @@ else:
         conda:
             ENV
         shell:
-            "vitpeft fetch-checkpoint {params.source} --out {output} > {log} 2>&1"
+            "vitpeft fetch-checkpoint {params.source} --out {output.checkpoint} > {log} 2>&1" + STAMP
 
     localrules:
         fetch_checkpoint,

@@ -1,5 +1,16 @@
 # The workflow's Python: the validated config, where everything lives, and the
 # named input functions the rules use. No science here: rules call `vitpeft`.
+#
+# Rerun only what changed, also on a fresh clone after `dvc pull`:
+# - every job reads its settings from small files (specs/<exp>.yaml,
+#   stages/<stage>.yaml) rewritten only when their content changes;
+# - every job leaves a stamp (stamps/...sha256): the sha256 of the settings
+#   files and upstream stamps it read, plus a run token;
+# - at each start, vitpeft.config.settle dates 1970 every settings file and
+#   stamp that all stamps recorded as it is now. Data passed between jobs is
+#   ancient(); the stamps carry change from job to job instead.
+# So a job reruns when its settings changed or an upstream job reran, never
+# because of the order in which files were written.
 import re
 
 from snakemake.exceptions import WorkflowError
@@ -29,6 +40,8 @@ PATHS = vitpeft_config.paths(CFG)
 RESULTS = f"results/{CFG['name']}"
 LOGS = f"logs/{CFG['name']}"
 SOURCE_ON = CFG["source"]["enabled"]
+SYNTHETIC_TARGET = CFG["target"]["dataset"] == "synthetic"
+SYNTHETIC_SOURCE = CFG["source"]["dataset"] == "synthetic"
 ENV = "../../envs/vitpeft.yaml"  # relative to this folder, for --sdm conda
 
 
@@ -48,66 +61,103 @@ def spec_path(name):
 
 
 def run_path(name):
-    return f"{RESULTS}/pretrained" if name == PRETRAINED else f"{RESULTS}/runs/{name}"
+    return f"{RESULTS}/runs/{name}"
 
 
 def stage_path(stage):
     return f"{RESULTS}/stages/{stage}.yaml"
 
 
-def stamp_path(output):
-    """A finished job's copy of the settings it ran with, beside its output."""
-    return f"{output}.settings.yaml"
-
-
 def metrics_path(name, column):
     return f"{RESULTS}/metrics/{name}/{column}.json"
 
 
+def data_stamp(job):
+    """Stamps of the data jobs live with the data (data/ is shared and tracked on its own)."""
+    return f"{CFG['data_dir']}/stamps/{job}.sha256"
+
+
+def result_stamp(job, name=None):
+    return f"{RESULTS}/stamps/{job}.sha256" if name is None else f"{RESULTS}/stamps/{job}/{name}.sha256"
+
+
+# The resolved config (defaults filled) at a fixed path: the commands that read a whole
+# config get this file, so running a renamed copy of a config changes no job's params.
+RESOLVED_CONFIG = stage_path("config")
 REPORT_FILES = [f"{RESULTS}/{name}" for name in ("table.md", "table.csv", "table.tex", "tradeoff.png")]
 # The dataset folders that rules produce (a rule output must be matched whole, not a subfolder of it).
-TARGET_DATA = PATHS["synthetic"] if CFG["target"]["dataset"] == "synthetic" else PATHS["cifar100"]
-SOURCE_DATA = PATHS["synthetic"] if CFG["source"]["dataset"] == "synthetic" else PATHS["imagenet"]
+TARGET_DATA = PATHS["synthetic"] if SYNTHETIC_TARGET else PATHS["cifar100"]
+SOURCE_DATA = PATHS["synthetic"] if SYNTHETIC_SOURCE else PATHS["imagenet"]
+TARGET_STAMP = data_stamp("make_synthetic" if SYNTHETIC_TARGET else "prepare_cifar100")
+SOURCE_STAMP = data_stamp("make_synthetic" if SYNTHETIC_SOURCE else "prepare_imagenet")
+BACKBONE_STAMP = data_stamp("pretrain_backbone" if CFG["backbone"]["pretrain"] else "fetch_checkpoint")
+# Appended to every rule's shell command: what the job read, and a token of this run.
+STAMP = " && {{ sha256sum {input.settings} {input.stamps}; echo run $(date -u +%Y-%m-%dT%H:%M:%S.%NZ); }} > {output.stamp}"
 
 
-# ---------------------------------------------------------------- settings files (rerun only what changed)
+# ---------------------------------------------------------------- settings files and stamps
 
 
-def _sync_settings_files():
-    """Write every job's settings file; see vitpeft.config.sync_stage for why this survives `dvc pull`."""
+def _all_stamps():
+    jobs = ["make_synthetic", "download_cifar100", "prepare_cifar100", "prepare_imagenet",
+            "pretrain_backbone", "fetch_checkpoint"]
+    stamps = [data_stamp(job) for job in jobs] + [result_stamp("report")]
+    stamps += [result_stamp("train", name) for name in EXPERIMENTS]
+    stamps += [result_stamp(rule, name) for rule in ("eval_target", "eval_source") for name in EVALUATED]
+    return stamps
+
+
+def _write_settings_files():
     specs = {**SPECS, PRETRAINED: vitpeft_config.pretrained_spec(CFG)}
+    files = []
     for name, spec in specs.items():
-        vitpeft_config.sync_stage(spec, spec_path(name), [f"{run_path(name)}/spec.yaml"])
-    stamped_outputs = {
-        "synthetic": [PATHS["synthetic"]],
-        "pretrain": [PATHS["checkpoint"]],
-        "imagenet": [PATHS["imagenet"]],
-        "source_eval": [metrics_path(name, "source") for name in EVALUATED],
-        "report": [RESULTS + "/report"],
-    }
+        vitpeft_config.sync_stage(spec, spec_path(name))
+        files.append(spec_path(name))
     for stage, settings in vitpeft_config.stage_settings(CFG).items():
-        witnesses = [stamp_path(output) for output in stamped_outputs[stage]]
-        vitpeft_config.sync_stage(settings, stage_path(stage), witnesses)
+        vitpeft_config.sync_stage(settings, stage_path(stage))
+        files.append(stage_path(stage))
+    return files
 
 
-_sync_settings_files()
+vitpeft_config.settle(_write_settings_files() + _all_stamps(), _all_stamps())
 
 
 # ---------------------------------------------------------------- named input functions and params
 
 
-def train_spec(wildcards):
+def experiment_spec(wildcards):
     return spec_path(wildcards.exp)
 
 
-def run_input(wildcards):
-    """The trained run, or the record of the untouched backbone's spec; ancient: a spec change reruns it upstream."""
-    name = wildcards.exp
-    return ancient(f"{run_path(name)}/spec.yaml" if name == PRETRAINED else run_path(name))
+def train_stamps(wildcards):
+    return [TARGET_STAMP, BACKBONE_STAMP]
 
 
-def eval_spec(wildcards):
-    return spec_path(wildcards.exp)
+def eval_target_settings(wildcards):
+    """A trained head is scored as is; the head-less backbone by the k-NN, so its settings count too."""
+    extra = [stage_path("knn")] if wildcards.exp == PRETRAINED else []
+    return [spec_path(wildcards.exp)] + extra
+
+
+def eval_source_settings(wildcards):
+    return [spec_path(wildcards.exp), stage_path("knn")]
+
+
+def _run_stamp(name):
+    return [] if name == PRETRAINED else [result_stamp("train", name)]
+
+
+def eval_target_stamps(wildcards):
+    return _run_stamp(wildcards.exp) + [TARGET_STAMP, BACKBONE_STAMP]
+
+
+def eval_source_stamps(wildcards):
+    return _run_stamp(wildcards.exp) + [SOURCE_STAMP, BACKBONE_STAMP]
+
+
+def eval_data(wildcards):
+    """The trained run (ancient: its stamp carries change) and the data it is scored on."""
+    return [] if wildcards.exp == PRETRAINED else [ancient(run_path(wildcards.exp))]
 
 
 def run_arg(wildcards):
@@ -115,26 +165,35 @@ def run_arg(wildcards):
     return "" if wildcards.exp == PRETRAINED else f"--run {run_path(wildcards.exp)}"
 
 
-def report_metrics(wildcards):
-    columns = ["target", "source"] if SOURCE_ON else ["target"]
-    return ancient([metrics_path(name, column) for name in EVALUATED for column in columns])
+def target_knn_arg(wildcards):
+    return KNN_ARGS if wildcards.exp == PRETRAINED else ""
 
 
-def report_runs(wildcards):
-    return ancient([run_path(name) for name in EXPERIMENTS])
+def _columns():
+    return ["eval_target", "eval_source"] if SOURCE_ON else ["eval_target"]
+
+
+def report_stamps(wildcards):
+    return [result_stamp(rule, name) for rule in _columns() for name in EVALUATED]
+
+
+def report_data(wildcards):
+    metrics = [metrics_path(name, rule.removeprefix("eval_")) for rule in _columns() for name in EVALUATED]
+    return [ancient(path) for path in metrics + [run_path(name) for name in EXPERIMENTS]]
 
 
 def fetch_source_args():
     backbone = CFG["backbone"]
     if backbone["timm_hub"]:
         return f"--timm-hub {backbone['timm_hub']}"
-    if not backbone["url"]:
-        raise WorkflowError("config: backbone.url and backbone.timm_hub are both unset, and backbone.pretrain is false")
     return f"--url {backbone['url']}" + (f" --sha256 {backbone['sha256']}" if backbone["sha256"] else "")
 
 
 def words(values):
     return " ".join(str(value) for value in values)
+
+
+KNN_ARGS = f"--k {words(CFG['source']['k'])} --temperature {CFG['source']['temperature']}"
 
 
 def resource(group, key):

@@ -1,10 +1,15 @@
 # Datasets: CIFAR-100 (downloaded, prepared once), ImageNet-1k bank and queries
 # (prepared from the user's copy), or the demo's synthetic domains.
+# Every rule: `settings` and `stamps` in, its data and a `stamp` out (common.smk).
 
 
 rule download_cifar100:
+    input:
+        settings=stage_path("cifar100"),
+        stamps=[],
     output:
-        PATHS["cifar100_archive"],
+        archive=PATHS["cifar100_archive"],
+        stamp=data_stamp("download_cifar100"),
     log:
         f"{LOGS}/download_cifar100.log",
     params:
@@ -13,35 +18,40 @@ rule download_cifar100:
     conda:
         ENV
     shell:
-        "vitpeft download --url {params.url} --out {output} {params.md5} > {log} 2>&1"
+        "vitpeft download --url {params.url} --out {output.archive} {params.md5} > {log} 2>&1" + STAMP
 
 
 rule prepare_cifar100:
     input:
-        ancient(PATHS["cifar100_archive"]),
+        settings=[],
+        stamps=data_stamp("download_cifar100"),
+        archive=ancient(PATHS["cifar100_archive"]),
     output:
-        directory(PATHS["cifar100"]),
+        data=directory(PATHS["cifar100"]),
+        stamp=data_stamp("prepare_cifar100"),
     log:
         f"{LOGS}/prepare_cifar100.log",
     conda:
         ENV
     shell:
-        "vitpeft prepare-cifar100 --archive {input} --out {output} > {log} 2>&1"
+        "vitpeft prepare-cifar100 --archive {input.archive} --out {output.data} > {log} 2>&1" + STAMP
 
 
 rule make_synthetic:
     input:
         settings=stage_path("synthetic"),
+        stamps=[],
     output:
         data=directory(PATHS["synthetic"]),
-        stamp=stamp_path(PATHS["synthetic"]),
+        stamp=data_stamp("make_synthetic"),
     log:
         f"{LOGS}/make_synthetic.log",
+    params:
+        config=RESOLVED_CONFIG,
     conda:
         ENV
     shell:
-        "vitpeft make-synthetic --config {input.settings} --out {output.data} > {log} 2>&1"
-        " && cp {input.settings} {output.stamp}"
+        "vitpeft make-synthetic --config {params.config} --out {output.data} > {log} 2>&1" + STAMP
 
 
 rule prepare_imagenet:
@@ -49,9 +59,10 @@ rule prepare_imagenet:
     # path may differ between machines; the settings file tracks what matters.
     input:
         settings=stage_path("imagenet"),
+        stamps=[],
     output:
         data=directory(PATHS["imagenet"]),
-        stamp=stamp_path(PATHS["imagenet"]),
+        stamp=data_stamp("prepare_imagenet"),
     log:
         f"{LOGS}/prepare_imagenet.log",
     params:
@@ -68,8 +79,7 @@ rule prepare_imagenet:
         ENV
     shell:
         "vitpeft prepare-imagenet --root {params.root} --out {output.data} --workers {threads}"
-        " {params.bank} {params.queries} {params.size} > {log} 2>&1"
-        " && cp {input.settings} {output.stamp}"
+        " {params.bank} {params.queries} {params.size} > {log} 2>&1" + STAMP
 
 
 localrules:

@@ -3,12 +3,12 @@
 
 rule report:
     input:
-        settings=stage_path("report"),
-        metrics=report_metrics,
-        runs=report_runs,
+        settings=RESOLVED_CONFIG,
+        stamps=report_stamps,
+        data=report_data,
     output:
         tables=REPORT_FILES,
-        stamp=stamp_path(f"{RESULTS}/report"),
+        stamp=result_stamp("report"),
     log:
         f"{LOGS}/report.log",
     params:
@@ -19,8 +19,7 @@ rule report:
         ENV
     shell:
         "vitpeft report --config {input.settings} --metrics {params.metrics} --runs {params.runs}"
-        " --out {params.out} > {log} 2>&1"
-        " && cp {input.settings} {output.stamp}"
+        " --out {params.out} > {log} 2>&1" + STAMP
 
 
 localrules:

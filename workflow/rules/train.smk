@@ -1,14 +1,16 @@
-# One training job per experiment. Its only non-ancient input is its spec file,
-# which changes only when the experiment's settings do.
+# One training job per experiment: it reruns when its spec file changes or
+# the data or backbone it reads were remade (their stamps).
 
 
 rule train:
     input:
-        spec=train_spec,
+        settings=experiment_spec,
+        stamps=train_stamps,
         data=ancient(TARGET_DATA),
         checkpoint=ancient(PATHS["checkpoint"]),
     output:
-        directory(f"{RESULTS}/runs/{{exp}}"),
+        run=directory(f"{RESULTS}/runs/{{exp}}"),
+        stamp=result_stamp("train", "{exp}"),
     log:
         f"{LOGS}/train/{{exp}}.log",
     benchmark:
@@ -26,5 +28,5 @@ rule train:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} vitpeft train --spec {input.spec} --out {output}"
-        " --resume-dir {params.resume_dir} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} vitpeft train --spec {input.settings} --out {output.run}"
+        " --resume-dir {params.resume_dir} > {log} 2>&1" + STAMP
