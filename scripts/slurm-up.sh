@@ -113,11 +113,12 @@ SlurmdLogFile=${LOGDIR}/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 # no slurmdbd: sacct does not work, so the profile uses squeue for job status,
-# which needs finished jobs kept visible for a while (MinJobAge >= 120 s)
+# which needs finished jobs kept visible for a while (MinJobAge >= 120 s;
+# an hour here, so tests and users can still see what ran)
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-MinJobAge=600
+MinJobAge=3600
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
