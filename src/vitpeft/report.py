@@ -199,15 +199,15 @@ def plot_tradeoff(table: pd.DataFrame, path) -> None:
 
     runs = table[table["experiment"] != PRETRAINED]
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    largest = max(runs["trainable_params"].max(), runs["paper_params"].max(skipna=True) if runs["paper_params"].notna().any() else 0, 1)
-    area = lambda params: 30 + 600 * np.sqrt(np.nan_to_num(params, nan=0.0) / largest)  # noqa: E731  (linear stays visible)
+    # Each set is scaled by its own largest model: the demo's tiny ViT and the paper's ViT-B differ 250-fold.
+    ours_area, paper_area = _area_scale(runs["trainable_params"]), _area_scale(runs["paper_params"])
     for family, group in runs.groupby("family", sort=False):
         colour = FAMILY_COLOURS.get(family, "tab:gray")
-        ax.scatter(group["target_acc"], group["source_acc"], s=area(group["trainable_params"]), color=colour,
+        ax.scatter(group["target_acc"], group["source_acc"], s=ours_area(group["trainable_params"]), color=colour,
                    alpha=0.75, edgecolors="black", linewidths=0.5, label=f"{family} (ours)")  # fmt: skip
         paper = group[group["paper_target_acc"].notna() & group["paper_source_acc"].notna()]
         if len(paper):
-            ax.scatter(paper["paper_target_acc"], paper["paper_source_acc"], s=area(paper["paper_params"]),
+            ax.scatter(paper["paper_target_acc"], paper["paper_source_acc"], s=paper_area(paper["paper_params"]),
                        facecolors="none", edgecolors=colour, linewidths=1.2, label=f"{family} (paper)")  # fmt: skip
         for row in group.itertuples():
             ax.annotate(row.experiment, (row.target_acc, row.source_acc), fontsize=8,
@@ -225,6 +225,13 @@ def plot_tradeoff(table: pd.DataFrame, path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
+
+
+def _area_scale(params: pd.Series):
+    """Marker area ~ sqrt(params / largest): linear probing stays visible beside full fine-tuning."""
+    largest = params.max(skipna=True)
+    largest = largest if largest and not math.isnan(largest) else 1.0
+    return lambda values: 30 + 600 * np.sqrt(np.nan_to_num(values.to_numpy(dtype=float), nan=0.0) / largest)
 
 
 # ---------------------------------------------------------------- all files
