@@ -19,6 +19,7 @@ vectorised per pattern, and seeded: equal configs give equal bytes.
 """
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 
@@ -183,7 +184,7 @@ def _masks(rng, pattern_ids, size):
 
 
 def source_images(rng, labels, size, num_patterns):
-    """Class = texture; colours random and uninformative."""
+    """Class = texture; colours random and uninformative. (`num_patterns`: shared signature, unused.)"""
     fg, bg = _random_contrasting_colours(rng, len(labels))
     return _paint(_masks(rng, labels, size), fg, bg, rng)
 
@@ -216,8 +217,9 @@ def check(cfg: dict) -> dict:
         raise VitpeftError(f"synthetic: unknown key {unknown[0]!r} (allowed: {', '.join(DEFAULTS)})")
     cfg = {**DEFAULTS, **cfg}
     for key, value in cfg.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
-            raise VitpeftError(f"synthetic.{key} must be a {'non-negative' if key == 'seed' else 'positive'} integer, got {value!r}")
+        lowest, kind = (0, "non-negative") if key == "seed" else (1, "positive")
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise VitpeftError(f"synthetic.{key} must be a {kind} integer, got {value!r}")
     limits = {"source_classes": len(PATTERNS), "target_classes": len(COLOUR_PAIRS)}
     for key, limit in limits.items():
         if not 2 <= cfg[key] <= limit:
@@ -241,15 +243,14 @@ def make_domains(cfg: dict) -> dict:
             rng = np.random.default_rng(next(stream))
             labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
             images = painter(rng, labels, cfg["image_size"], cfg["source_classes"])
-            splits.append(store.Dataset(images=images, labels=labels.astype(np.int64), classes=class_names(domain, num_classes)))
+            names = class_names(domain, num_classes)
+            splits.append(store.Dataset(images=images, labels=labels.astype(np.int64), classes=names))
         domains[domain] = tuple(splits)
     return domains
 
 
 def write_domains(domains: dict, out_dir) -> None:
     """OUT/source/train, OUT/source/test, OUT/target/train, OUT/target/test in the store format."""
-    from pathlib import Path
-
     for domain, splits in domains.items():
         for split, data in zip(("train", "test"), splits):
             store.save(Path(out_dir) / domain / split, data.images, data.labels, data.classes, source=f"synthetic {domain}")
