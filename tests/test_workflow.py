@@ -102,19 +102,26 @@ def test_the_report_has_one_row_per_experiment_and_the_untouched_backbone(finish
     results = workdir / "results" / NAME
     for name in ("table.md", "table.csv", "table.tex", "tradeoff.png"):
         assert (results / name).stat().st_size > 0, name
-    table = pd.read_csv(results / "table.csv")
-    first = table.columns[0]
-    assert set(EXPERIMENTS) <= set(table[first])
-    text = " ".join(map(str, table.columns)).lower()
-    assert "source" in text or "in-1k" in text or "knn" in text
-    assert "target" in text or "cifar" in text
+    table = pd.read_csv(results / "table.csv").set_index("experiment")
+    assert list(table.index) == ["pretrained"] + EXPERIMENTS
+    for column in ("method", "trainable_params", "target_acc", "source_acc", "mean",
+                   "paper_target_acc", "paper_source_acc"):
+        assert column in table.columns, column
+    assert table[["target_acc", "source_acc"]].stack().between(0, 100).all()
+    paper = {exp["name"]: exp["paper"] for exp in small_config()["experiments"]}
+    for name in EXPERIMENTS:
+        assert table.loc[name, "paper_target_acc"] == pytest.approx(paper[name]["target"])
+        assert table.loc[name, "paper_source_acc"] == pytest.approx(paper[name]["source"])
+    # Linear probing leaves the backbone untouched, and switching LoRA off or taking the new blocks
+    # out restores it: all three score the source domain exactly like the pretrained backbone.
+    untouched = table.loc["pretrained", "source_acc"]
+    assert table.loc["linear", "source_acc"] == untouched
+    assert table.loc["lora_r4", "source_acc_routed"] == untouched
+    assert table.loc["block_p1", "source_acc_routed"] == untouched
     for name in EXPERIMENTS:
         assert (results / "runs" / name / "trainable.safetensors").is_file()
-        assert (results / "metrics" / name / "target.json").is_file()
-        assert (results / "metrics" / name / "source.json").is_file()
-    assert (results / "metrics" / "pretrained" / "source.json").is_file()
-    assert (workdir / "logs" / NAME / "train" / "linear.log").is_file()
-    assert (results / "benchmarks" / "train" / "linear.tsv").is_file()
+        assert (workdir / "logs" / NAME / "train" / f"{name}.log").is_file()
+        assert (results / "benchmarks" / "train" / f"{name}.tsv").is_file()
 
 
 def test_a_finished_workflow_has_nothing_to_do(finished):
@@ -173,3 +180,40 @@ def test_an_invalid_config_stops_before_any_job_with_one_message(tmp_path):
     assert done.returncode != 0
     assert "bad.yaml: experiments[0].method: 'lorra' is not one of" in done.stdout + done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def _lock() -> dict:
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        name, sep, version = line.split("#")[0].split(";")[0].strip().partition("==")
+        if sep:
+            pins[canonical(name)] = version.strip()
+    return pins
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_conda_env_pins_every_runtime_dependency_as_the_lock_does():
+    """envs/vitpeft.yaml (for --sdm conda) must install what the lock pins, transitive dependencies included."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    env = yaml.safe_load((REPO / "envs" / "vitpeft.yaml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+    pinned = {canonical(name): version for name, _, version in (line.partition("==") for line in pip)}
+    lock = _lock()
+    assert {name: lock.get(name) for name in pinned} == pinned  # every pin is the lock's
+    needed, todo = set(), ["vitpeft"]
+    while todo:  # vitpeft's runtime closure as installed from the lock
+        for text in metadata.distribution(todo.pop()).requires or []:
+            requirement = Requirement(text)
+            name = canonical(requirement.name)
+            if (requirement.marker is None or requirement.marker.evaluate({"extra": ""})) and name not in needed:
+                if name in lock:
+                    needed.add(name)
+                    todo.append(requirement.name)
+    assert needed <= set(pinned), f"missing from envs/vitpeft.yaml: {sorted(needed - set(pinned))}"
