@@ -21,7 +21,8 @@ if CFG["backbone"]["pretrain"]:
             ENV
         shell:
             "OMP_NUM_THREADS={threads} vitpeft pretrain --config {params.config} --data {params.source}"
-            " --out {output.checkpoint} > {log} 2>&1" + STAMP
+            " --out {output.checkpoint} > {log} 2>&1"
+            " && stamp {output.stamp} {input.settings} {input.stamps}"
 
     localrules:
         pretrain_backbone,
@@ -42,7 +43,8 @@ else:
         conda:
             ENV
         shell:
-            "vitpeft fetch-checkpoint {params.source} --out {output.checkpoint} > {log} 2>&1" + STAMP
+            "vitpeft fetch-checkpoint {params.source} --out {output.checkpoint} > {log} 2>&1"
+            " && stamp {output.stamp} {input.settings} {input.stamps}"
 
     localrules:
         fetch_checkpoint,

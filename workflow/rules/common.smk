@@ -11,6 +11,7 @@
 #   ancient(); the stamps carry change from job to job instead.
 # So a job reruns when its settings changed or an upstream job reran, never
 # because of the order in which files were written.
+import os
 import re
 
 from snakemake.exceptions import WorkflowError
@@ -91,8 +92,13 @@ SOURCE_DATA = PATHS["synthetic"] if SYNTHETIC_SOURCE else PATHS["imagenet"]
 TARGET_STAMP = data_stamp("make_synthetic" if SYNTHETIC_TARGET else "prepare_cifar100")
 SOURCE_STAMP = data_stamp("make_synthetic" if SYNTHETIC_SOURCE else "prepare_imagenet")
 BACKBONE_STAMP = data_stamp("pretrain_backbone" if CFG["backbone"]["pretrain"] else "fetch_checkpoint")
-# Appended to every rule's shell command: what the job read, and a token of this run.
-STAMP = " && {{ sha256sum {input.settings} {input.stamps}; echo run $(date -u +%Y-%m-%dT%H:%M:%S.%NZ); }} > {output.stamp}"
+# Every rule's command ends with `stamp OUT FILES...`: the sha256 of the settings files and
+# upstream stamps the job read, and a token of this run (so a remade job always reads as new).
+shell.prefix(
+    "set -euo pipefail; "
+    # (braces doubled: Snakemake formats the prefix like a command)
+    'stamp() {{ out=$1; shift; {{ sha256sum "$@"; echo "run $(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"; }} > "$out"; }}; '
+)
 
 
 # ---------------------------------------------------------------- settings files and stamps
@@ -180,6 +186,10 @@ def report_stamps(wildcards):
 def report_data(wildcards):
     metrics = [metrics_path(name, rule.removeprefix("eval_")) for rule in _columns() for name in EVALUATED]
     return [ancient(path) for path in metrics + [run_path(name) for name in EXPERIMENTS]]
+
+
+def report_dir(wildcards, output):
+    return os.path.dirname(output.tables[0])
 
 
 def fetch_source_args():

@@ -18,7 +18,8 @@ rule download_cifar100:
     conda:
         ENV
     shell:
-        "vitpeft download --url {params.url} --out {output.archive} {params.md5} > {log} 2>&1" + STAMP
+        "vitpeft download --url {params.url} --out {output.archive} {params.md5} > {log} 2>&1"
+        " && stamp {output.stamp} {input.settings} {input.stamps}"
 
 
 rule prepare_cifar100:
@@ -34,7 +35,8 @@ rule prepare_cifar100:
     conda:
         ENV
     shell:
-        "vitpeft prepare-cifar100 --archive {input.archive} --out {output.data} > {log} 2>&1" + STAMP
+        "vitpeft prepare-cifar100 --archive {input.archive} --out {output.data} > {log} 2>&1"
+        " && stamp {output.stamp} {input.settings} {input.stamps}"
 
 
 rule make_synthetic:
@@ -51,7 +53,8 @@ rule make_synthetic:
     conda:
         ENV
     shell:
-        "vitpeft make-synthetic --config {params.config} --out {output.data} > {log} 2>&1" + STAMP
+        "vitpeft make-synthetic --config {params.config} --out {output.data} > {log} 2>&1"
+        " && stamp {output.stamp} {input.settings} {input.stamps}"
 
 
 rule prepare_imagenet:
@@ -79,7 +82,8 @@ rule prepare_imagenet:
         ENV
     shell:
         "vitpeft prepare-imagenet --root {params.root} --out {output.data} --workers {threads}"
-        " {params.bank} {params.queries} {params.size} > {log} 2>&1" + STAMP
+        " {params.bank} {params.queries} {params.size} > {log} 2>&1"
+        " && stamp {output.stamp} {input.settings} {input.stamps}"
 
 
 localrules:

@@ -32,7 +32,8 @@ rule eval_target:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} vitpeft eval-target --spec {params.spec} {params.run} {params.knn}"
-        " --data {params.data} --out {output.metrics} > {log} 2>&1" + STAMP
+        " --data {params.data} --out {output.metrics} > {log} 2>&1"
+        " && stamp {output.stamp} {input.settings} {input.stamps}"
 
 
 rule eval_source:
@@ -65,4 +66,5 @@ rule eval_source:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} vitpeft eval-source --spec {params.spec} {params.run}"
-        " --bank {params.bank} --queries {params.queries} {params.knn} --out {output.metrics} > {log} 2>&1" + STAMP
+        " --bank {params.bank} --queries {params.queries} {params.knn} --out {output.metrics} > {log} 2>&1"
+        " && stamp {output.stamp} {input.settings} {input.stamps}"

@@ -14,12 +14,13 @@ rule report:
     params:
         metrics=f"{RESULTS}/metrics",
         runs=f"{RESULTS}/runs",
-        out=RESULTS,
+        out=report_dir,
     conda:
         ENV
     shell:
         "vitpeft report --config {input.settings} --metrics {params.metrics} --runs {params.runs}"
-        " --out {params.out} > {log} 2>&1" + STAMP
+        " --out {params.out} > {log} 2>&1"
+        " && stamp {output.stamp} {input.settings} {input.stamps}"
 
 
 localrules:

@@ -29,4 +29,5 @@ rule train:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} vitpeft train --spec {input.settings} --out {output.run}"
-        " --resume-dir {params.resume_dir} > {log} 2>&1" + STAMP
+        " --resume-dir {params.resume_dir} > {log} 2>&1"
+        " && stamp {output.stamp} {input.settings} {input.stamps}"
