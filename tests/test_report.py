@@ -123,6 +123,13 @@ def test_a_missing_metrics_file_is_named(results):
         report.build_table(config.load(path), metrics, runs)
 
 
+def test_a_missing_run_summary_is_named(results):
+    path, metrics, runs = results
+    (runs / "full" / "summary.json").unlink()
+    with pytest.raises(VitpeftError, match=r"run summary missing: .*full[/\\]summary\.json"):
+        report.build_table(config.load(path), metrics, runs)
+
+
 def test_a_missing_headline_k_is_named(results):
     path, metrics, runs = results
     write_json(metrics / "full" / "source.json", {"knn": {"10": 30.0}, "routed": None, "headline_k": 20})

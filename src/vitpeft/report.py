@@ -84,13 +84,13 @@ def _row(name, method, metrics_dir, runs_dir, source_on, paper) -> dict:
     return row
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path, what: str = "metrics file", writer: str = "the evaluation") -> dict:
     if not path.is_file():
-        raise VitpeftError(f"metrics file missing: {path} (run the evaluation that writes it first)")
+        raise VitpeftError(f"{what} missing: {path} (run {writer} that writes it first)")
     try:
         return read_json(path)
     except ValueError as error:
-        raise VitpeftError(f"metrics file {path} is not valid JSON: {error}") from None
+        raise VitpeftError(f"{what} {path} is not valid JSON: {error}") from None
 
 
 def _number(data: dict, key: str, path) -> float:
@@ -113,7 +113,7 @@ def _source_figures(source, path) -> tuple:
 
 
 def _trainable_params(path: Path) -> float:
-    summary = _read(path)
+    summary = _read(path, "run summary", "`vitpeft train`")
     return _number(summary, "trainable_params", path)
 
 
