@@ -167,19 +167,29 @@ def test_a_pulled_copy_reruns_nothing_and_still_sees_edits(finished):
     assert scheduled(workdir, edited) == experiment_jobs("linear") | {("report", None)}
 
 
+def refused(workdir: Path, config: Path, *args) -> str:
+    """Run a dry run that must fail; return what Snakemake printed."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(config), "--cores", "1", "--dry-run", *args, "all"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode != 0
+    return done.stdout + done.stderr
+
+
 def test_an_invalid_config_stops_before_any_job_with_one_message(tmp_path):
     cfg = small_config()
     cfg["experiments"][0]["method"] = "lorra"
     config = write_config(tmp_path, cfg, "bad.yaml")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", str(config), "--cores", "1", "--dry-run", "all"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert done.returncode != 0
-    assert "bad.yaml: experiments[0].method: 'lorra' is not one of" in done.stdout + done.stderr
+    assert "bad.yaml: experiments[0].method: 'lorra' is not one of" in refused(tmp_path, config)
     assert not (tmp_path / "results").exists()
+
+
+def test_command_line_overrides_are_refused_not_ignored(tmp_path):
+    config = write_config(tmp_path, small_config(), "small.yaml")
+    assert "--config name: not read" in refused(tmp_path, config, "--config", "name=other")
 
 
 def _lock() -> dict:

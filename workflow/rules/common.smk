@@ -23,6 +23,9 @@ from vitpeft.errors import VitpeftError
 def _config_file():
     """The one config file in force (Snakemake would merge several key by key; we refuse that)."""
     given = list(workflow.overwrite_configfiles)
+    if workflow.config_settings.config:
+        keys = ", ".join(workflow.config_settings.config)
+        raise WorkflowError(f"--config {keys}: not read (the config is validated as one file); edit a copy instead")
     if len(given) > 1:
         raise WorkflowError(f"give one --configfile, not {len(given)}: {', '.join(map(str, given))}")
     return given[0] if given else workflow.configfiles[-1]
