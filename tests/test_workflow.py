@@ -172,7 +172,7 @@ def refused(workdir: Path, config: Path, *args) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(config), "--cores", "1", "--dry-run", *args, "all"],
+         "--configfile", str(config), "--cores", "1", "--dry-run", "all", *args],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert done.returncode != 0
