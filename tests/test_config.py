@@ -211,6 +211,14 @@ def test_paper_figures_ride_along():
     assert {name: (f["target"], f["source"]) for name, f in figures.items()} == published
 
 
+def test_the_pretrained_spec_ignores_training_settings():
+    cfg = config.load(paper_raw())
+    changed = config.load({**paper_raw(), "train": {"steps": 5}})
+    assert config.pretrained_spec(cfg) == config.pretrained_spec(changed)
+    assert config.pretrained_spec(cfg)["checkpoint"] == cfg["backbone"]["checkpoint"]
+    assert config.experiment_specs(changed)["full"]["train"]["steps"] == 5
+
+
 def test_demo_config_is_the_same_grid_offline():
     cfg = config.load(DEMO)
     specs = config.experiment_specs(cfg)

@@ -243,8 +243,12 @@ def experiment_specs(cfg: dict) -> dict:
 
 
 def pretrained_spec(cfg: dict) -> dict:
-    """The untouched backbone as a spec (method linear: nothing but a head changes, and it is never trained)."""
-    return _spec(cfg, PRETRAINED, "linear", {}, dict(cfg["train"]))
+    """The untouched backbone as a spec (method linear: nothing but a head changes, and it is never trained).
+
+    Its `train` section is left at the defaults: it is never trained, so a
+    change of the shared training settings must not rerun its evaluations.
+    """
+    return _spec(cfg, PRETRAINED, "linear", {}, {})
 
 
 def paper_figures(cfg: dict) -> dict:
