@@ -100,6 +100,13 @@ def test_source_evaluation_needs_an_imagenet_folder(tmp_path, monkeypatch):
     assert error_of(raw).startswith("config: source.imagenet_dir:")  # no val/: the layout check speaks
 
 
+def test_reading_only_the_grid_needs_no_imagenet(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(PAPER, check_files=False)
+    assert cfg["source"]["enabled"] and cfg["source"]["imagenet_dir"] is None
+    assert list(config.experiment_specs(cfg)) == PAPER_NAMES
+
+
 def test_source_evaluation_accepts_an_imagenet_layout_or_a_prepared_cache(tmp_path, monkeypatch, make_dataset):
     monkeypatch.chdir(tmp_path)
     for split in ("train", "val"):

@@ -54,15 +54,21 @@ def _with_defaults(validator_class):
 _Validator = _with_defaults(_ValidatorBase)
 
 
-def load(source) -> dict:
-    """Validate a config (a YAML path or a dict), fill its defaults and check what the schema cannot."""
+def load(source, check_files: bool = True) -> dict:
+    """Validate a config (a YAML path or a dict), fill its defaults and check what the schema cannot.
+
+    `check_files=False` skips what needs this machine's files (the ImageNet
+    folder, where the checkpoint comes from): for commands that only read the
+    grid, such as counting parameters.
+    """
     where, raw = _read(source)
     cfg = copy.deepcopy(raw) if raw is not None else {}
     _validate(cfg, schema(), where)
     _check_experiments(cfg, where)
     _check_synthetic(cfg, where)
-    _check_backbone(cfg, where)
-    _check_source(cfg, where)
+    if check_files:
+        _check_backbone(cfg, where)
+        _check_source(cfg, where)
     return cfg
 
 
