@@ -1,12 +1,8 @@
 """`vitpeft params`: trainable parameter counts of every experiment in a workflow config, beside the paper's."""
 
-import copy
 import csv
 import io
 import sys
-from pathlib import Path
-
-import yaml
 
 from vitpeft.errors import VitpeftError
 
@@ -40,18 +36,13 @@ def run(args) -> int:
 
 def count_rows(config_path, model_name=None) -> list:
     """One row per experiment: name, method, our trainable count, the paper's (None where it has none)."""
-    raw = _countable(config_path)  # a bad path fails before torch, timm and peft load
     from vitpeft import config as config_lib
     from vitpeft import methods
 
-    try:
-        cfg = config_lib.load(raw)
-    except VitpeftError as error:
-        raise VitpeftError(f"{config_path}: {error}") from None  # load() of a dict cannot name the file
-    specs = config_lib.experiment_specs(cfg)
+    cfg = config_lib.load(config_path, check_files=False)  # counting needs neither ImageNet nor the checkpoint
     paper = config_lib.paper_figures(cfg)
     rows = []
-    for name, spec in specs.items():
+    for name, spec in config_lib.experiment_specs(cfg).items():
         if model_name is not None:
             spec = {**spec, "model": default_model_cfg(model_name)}
         try:
@@ -65,27 +56,6 @@ def count_rows(config_path, model_name=None) -> list:
             "paper": paper.get(name, {}).get("params"),
         })
     return rows
-
-
-def _countable(config_path) -> dict:
-    """The config as a dict, with the checks that its data exists switched off: counting needs no data.
-
-    (config.load refuses config/config.yaml until ImageNet is pointed at; the
-    counts must be available before that.)
-    """
-    path = Path(config_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise VitpeftError(f"config file not found: {path}") from None
-    except yaml.YAMLError as error:
-        raise VitpeftError(f"{path.name} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise VitpeftError(f"{path.name}: expected a mapping at the top level")
-    raw = copy.deepcopy(raw)
-    raw.setdefault("source", {})["enabled"] = False  # no ImageNet needed
-    raw.setdefault("backbone", {})["pretrain"] = True  # no checkpoint needed
-    return raw
 
 
 def default_model_cfg(name: str) -> dict:
