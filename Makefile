@@ -5,7 +5,8 @@ PYTHON ?= python3
 CORES  ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test test-unit test-workflow test-slurm test-dvc params bench clean-demo
+.PHONY: setup demo test test-unit test-workflow test-slurm test-dvc params bench clean-demo \
+        slurm-up slurm-down cluster push pull
 
 setup: $(VENV)/.installed
 
@@ -38,3 +39,24 @@ bench: setup
 
 clean-demo:
 	rm -rf results/demo data/demo .resume/demo-*
+
+# A one-node SLURM on this machine (root; installs slurm-wlm + munge if missing). Idempotent.
+slurm-up:
+	bash scripts/slurm-up.sh
+
+slurm-down:
+	bash scripts/slurm-down.sh
+
+# The paper's grid on a SLURM cluster (edit the site settings in slurm/config.yaml first).
+cluster: setup
+	snakemake --profile slurm all
+
+# After a run: record data/ and results/ in DVC and upload them; then commit the pointers.
+push: setup
+	dvc add $(wildcard data results)
+	dvc push
+	@echo "Now: git add $(addsuffix .dvc,$(wildcard data results)) && git commit -m 'data/results of <run>' && git push"
+
+# A teammate: fetch data and results (nothing recomputes afterwards).
+pull: setup
+	dvc pull
