@@ -44,7 +44,7 @@ SCALES = {
         "model": {"name": "vit_base_patch16_224", "img_size": 32,
                   "kwargs": {"patch_size": 4, "embed_dim": 64, "depth": 12, "num_heads": 2}},
         "hf_shape": {"img_size": 32, "patch_size": 4, "width": 64, "depth": 12, "heads": 2},
-        "batch_size": 32, "steps": 20, "warmup": 3, "knn_images": 1024, "knn_batch": 256,
+        "batch_size": 32, "steps": 60, "warmup": 5, "knn_images": 1024, "knn_batch": 256,
         "bank": 20000, "queries": 2000, "workers": 2,
     },
 }
