@@ -210,7 +210,7 @@ def test_the_time_limit_warning_signal_reaches_training_which_resumes(prepared_p
     project, _ = prepared_project
     cfg = config()
     cfg["experiments"] = [exp for exp in cfg["experiments"] if exp["name"] == CANCELLED]
-    cfg["experiments"][0]["train"].update(steps=1_000_000, checkpoint_every=20, log_every=1000, val_every=1_000_000)
+    cfg["experiments"][0].setdefault("train", {}).update(steps=1_000_000, checkpoint_every=20, log_every=1000, val_every=1_000_000)
     cfg["resources"]["train"]["runtime"] = 3
     cfg_path = slurmctl.write_config(project, cfg)
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
