@@ -68,3 +68,4 @@ def test_write_if_changed_keeps_mtime_of_unchanged_content(tmp_path):
     assert spec_lib.load(path) == spec
     assert spec_lib.write_if_changed(spec_lib.resolve({**MINIMAL, "train": {"lr": 0.05}}), path)
     assert path.stat().st_mtime > 1
+

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from vitpeft import knn, methods, model as models, store
+from vitpeft import devices, knn, methods, model as models, store
 from vitpeft.errors import VitpeftError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +29,7 @@ def eval_target(
     spec, run_dir, data_dir, device="cpu", batch_size=256, ks=knn.DINO_KS, temperature=knn.DINO_TEMPERATURE
 ) -> dict:
     """Top-1/top-5 (%) of the run's classifier on the prepared test set `data_dir`; k-NN when run_dir is None."""
-    started, device = time.monotonic(), resolve_device(device)
+    started, device = time.monotonic(), devices.pick(device)
     test = _load(data_dir, "target test set")
     _check_labels(test, spec["num_classes"], data_dir)
     if run_dir is None:
@@ -72,7 +72,7 @@ def eval_source(
     batch_size=256,
 ) -> dict:
     """DINO's weighted k-NN (%) per k on the source domain, with the shared backbone and its routed view."""
-    started, device = time.monotonic(), resolve_device(device)
+    started, device = time.monotonic(), devices.pick(device)
     _check_mean_std(mean, std)
     bank, queries = _load(bank_dir, "source bank"), _load(queries_dir, "source queries")
     if bank.classes != queries.classes:
@@ -104,16 +104,6 @@ def eval_source(
         **_provenance(spec, run_dir),
         "seconds": round(time.monotonic() - started, 1),
     }
-
-
-def resolve_device(name) -> torch.device:
-    """'auto' -> the GPU when there is one; asking for 'cuda' without one is an error."""
-    name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VitpeftError("--device cuda requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def _load(folder, what: str) -> store.Dataset:

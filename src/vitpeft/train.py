@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vitpeft import augment, methods, resume, store
+from vitpeft import augment, devices, methods, resume, store
 from vitpeft import model as model_lib
 from vitpeft import spec as spec_lib
 from vitpeft.errors import VitpeftError
@@ -44,7 +44,7 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
     rerun; `resume_from` names a checkpoint (file or folder) explicitly.
     Raises resume.Preempted after checkpointing when SIGTERM/SIGUSR1 arrive.
     """
-    device = pick_device(device)
+    device = devices.pick(device)
     folder = resume.folder_for(resume_root, spec)
     state = resume.load(spec, folder=folder, path=resume_from)  # a foreign checkpoint is refused first
     data = load_data(spec, device)  # all data checks before any model is built
@@ -62,15 +62,6 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
     write_run(out_dir, spec, run)
     resume.clear(folder)
     return Path(out_dir)
-
-
-def pick_device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VitpeftError("--device cuda was asked for, but no CUDA device is available")
-    return device
 
 
 # ---------------------------------------------------------------- data

@@ -2,6 +2,8 @@
 
 import sys
 
+from vitpeft import devices
+
 
 def register(subparsers) -> None:
     synthetic = subparsers.add_parser(
@@ -23,7 +25,7 @@ def register(subparsers) -> None:
     pretrain.add_argument("--config", required=True, help="workflow config YAML (its `pretrain` and `backbone.model`)")
     pretrain.add_argument("--data", required=True, help="the synthetic source domain folder (holding train/)")
     pretrain.add_argument("--out", required=True, help="backbone checkpoint to write (.safetensors)")
-    pretrain.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    devices.add_option(pretrain)
     pretrain.set_defaults(func=_pretrain)
 
 
@@ -45,7 +47,6 @@ def _pretrain(args) -> int:
 
     from vitpeft import config, pretrain
     from vitpeft.errors import VitpeftError
-    from vitpeft.train import pick_device
 
     if Path(args.out).suffix != ".safetensors":
         raise VitpeftError(f"--out {args.out}: the backbone is written as safetensors; name it *.safetensors")
@@ -54,7 +55,7 @@ def _pretrain(args) -> int:
     if not train_dir.is_dir():
         raise VitpeftError(f"--data {args.data}: no train/ split inside (run `vitpeft make-synthetic` first)")
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    model = pretrain.pretrain(cfg["pretrain"], cfg["backbone"]["model"], train_dir, pick_device(args.device), log)
+    model = pretrain.pretrain(cfg["pretrain"], cfg["backbone"]["model"], train_dir, devices.pick(args.device), log)
     pretrain.save_backbone(model, args.out)
     log(f"vitpeft pretrain: wrote {args.out}")
     return 0

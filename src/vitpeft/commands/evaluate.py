@@ -2,7 +2,7 @@
 
 import json
 
-from vitpeft import spec as spec_lib
+from vitpeft import devices, spec as spec_lib
 from vitpeft.fileio import write_json
 
 DINO_KS = [10, 20, 100, 200]
@@ -41,7 +41,7 @@ def _common(parser) -> None:
     parser.add_argument("--run", default=None, help="run folder from `vitpeft train` (default: the pretrained backbone)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    devices.add_option(parser)
 
 
 def _knn_options(parser) -> None:

@@ -2,7 +2,7 @@
 
 import sys
 
-from vitpeft import resume
+from vitpeft import devices, resume
 from vitpeft import spec as spec_lib
 
 
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
                         help="where resume checkpoints live, one folder per spec name and hash (default .resume)")
     parser.add_argument("--resume-from", default=None, metavar="PATH",
                         help="continue from this checkpoint file or folder (refused if written for another spec)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    devices.add_option(parser)
     parser.set_defaults(func=run)
 
 
