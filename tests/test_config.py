@@ -239,13 +239,13 @@ def test_demo_config_is_the_same_grid_offline():
 # ---------------------------------------------------------------- settings files for rerun-only-what-changed
 
 
-def test_sync_stage_rewrites_only_on_change(tmp_path):
+def test_settings_files_are_rewritten_only_on_change(tmp_path):
     path = tmp_path / "specs" / "a.yaml"
-    assert config.sync_stage({"lr": 0.1}, path) is True
+    assert spec.write_if_changed({"lr": 0.1}, path) is True
     os.utime(path, (1000, 1000))
-    assert config.sync_stage({"lr": 0.1}, path) is False
+    assert spec.write_if_changed({"lr": 0.1}, path) is False
     assert path.stat().st_mtime == 1000  # untouched: Snakemake sees no change
-    assert config.sync_stage({"lr": 0.2}, path) is True
+    assert spec.write_if_changed({"lr": 0.2}, path) is True
     assert path.stat().st_mtime > 1000 and yaml.safe_load(path.read_text()) == {"lr": 0.2}
 
 
@@ -257,15 +257,15 @@ def stamp(path, *inputs):
 
 def test_settle_dates_1970_only_what_every_reader_saw_as_it_is(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # stamps name files relative to the working directory, as in the workflow
-    config.sync_stage({"lr": 0.1}, "spec.yaml")
-    config.sync_stage({"k": [20]}, "knn.yaml")
+    spec.write_if_changed({"lr": 0.1}, "spec.yaml")
+    spec.write_if_changed({"k": [20]}, "knn.yaml")
     stamp("train.sha256", "spec.yaml")
     stamp("eval.sha256", "spec.yaml", "knn.yaml", "train.sha256")
     tracked, stamps = ["spec.yaml", "knn.yaml", "train.sha256", "eval.sha256"], ["train.sha256", "eval.sha256"]
     assert config.settle(tracked, stamps) == tracked  # as after a pull: nothing changed
     assert all(os.stat(name).st_mtime == config.ANCIENT for name in tracked)
 
-    config.sync_stage({"lr": 0.2}, "spec.yaml")  # an edit: both readers saw the old spec
+    spec.write_if_changed({"lr": 0.2}, "spec.yaml")  # an edit: both readers saw the old spec
     assert config.settle(tracked, stamps) == ["knn.yaml", "train.sha256", "eval.sha256"]
     assert os.stat("spec.yaml").st_mtime > config.ANCIENT
 
@@ -276,7 +276,7 @@ def test_settle_dates_1970_only_what_every_reader_saw_as_it_is(tmp_path, monkeyp
 
 def test_settle_ignores_missing_files_and_reads_only_digest_lines(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config.sync_stage({"lr": 0.1}, "spec.yaml")
+    spec.write_if_changed({"lr": 0.1}, "spec.yaml")
     stamp("train.sha256", "spec.yaml")
     assert config.read_stamp("train.sha256") == {"spec.yaml": config.sha256("spec.yaml")}
     assert config.settle(["spec.yaml", "absent.yaml"], ["train.sha256", "absent.sha256"]) == ["spec.yaml"]

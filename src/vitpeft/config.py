@@ -5,7 +5,7 @@ typed, described and defaulted there), fills the defaults, and turns the first
 problem into one VitpeftError naming the key. `experiment_specs` turns the grid
 into resolved training specs; `paths` fixes where every dataset lives.
 
-`sync_stage` and `settle` are how the workflow reruns only what changed: each
+`spec.write_if_changed` and `settle` are how the workflow reruns only what changed: each
 job's settings go to a small file rewritten only when they change; each job
 leaves a stamp with the sha256 of the settings and upstream stamps it read; a
 file every stamp saw as it is now is dated 1970, so the arbitrary mtimes a
@@ -287,11 +287,6 @@ def stage_settings(cfg: dict) -> dict:
 
 
 # ---------------------------------------------------------------- rerun only what changed
-
-
-def sync_stage(settings: dict, path) -> bool:
-    """Write a job's settings file only if its content changed (so its mtime dates the change)."""
-    return spec_lib.write_if_changed(settings, path)
 
 
 def read_stamp(path) -> dict:

@@ -18,6 +18,7 @@ from snakemake.exceptions import WorkflowError
 
 from vitpeft import config as vitpeft_config
 from vitpeft.errors import VitpeftError
+from vitpeft.spec import write_if_changed
 
 
 def _config_file():
@@ -120,10 +121,10 @@ def _write_settings_files():
     specs = {**SPECS, PRETRAINED: vitpeft_config.pretrained_spec(CFG)}
     files = []
     for name, spec in specs.items():
-        vitpeft_config.sync_stage(spec, spec_path(name))
+        write_if_changed(spec, spec_path(name))
         files.append(spec_path(name))
     for stage, settings in vitpeft_config.stage_settings(CFG).items():
-        vitpeft_config.sync_stage(settings, stage_path(stage))
+        write_if_changed(settings, stage_path(stage))
         files.append(stage_path(stage))
     return files
 
