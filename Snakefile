@@ -1,14 +1,16 @@
 # vitpeft: how much does fine-tuning make a self-supervised ViT forget?
-#   snakemake --cores 4 all                                   the paper's grid (config/config.yaml)
-#   snakemake --cores 2 --configfile config/demo.yaml all     the offline demo
-#   snakemake --profile slurm all                             one cluster job per experiment
+#   snakemake --cores 4 all                                 the paper's grid (config/config.yaml)
+#   snakemake all --cores 2 --configfile config/demo.yaml   any other config (targets before --configfile,
+#                                                           which takes every word after it)
+#   snakemake --profile slurm all                           one cluster job per training and evaluation
+#   snakemake -n all                                        the plan: writes nothing, needs no data
 # The config is validated (src/vitpeft/config.schema.yaml) before anything is scheduled.
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -25,5 +27,6 @@ localrules:
 
 rule all:
     input:
-        REPORT_FILES,
+        PLAN.report_files(),
+        PLAN.report.path,
     default_target: True

@@ -1,50 +1,46 @@
-# The pretrained backbone: DINO's public checkpoint, or (offline demo) a tiny
-# ViT pretrained on the synthetic source domain. Exactly one rule makes it.
+# The pretrained backbone: fetched (a URL or the timm hub), a local file (no rule), or,
+# for the offline demo, a tiny ViT pretrained on the synthetic source domain.
 
-if CFG["backbone"]["pretrain"]:
+if PLAN.backbone.info["rule"] == "pretrain":
 
     rule pretrain_backbone:
         input:
-            settings=stage_path("pretrain"),
-            stamps=data_stamp("make_synthetic"),
-            data=ancient(PATHS["synthetic"]),
+            data=ancient(PLAN.synthetic.path),
         output:
-            checkpoint=PATHS["checkpoint"],
-            stamp=data_stamp("pretrain_backbone"),
+            checkpoint=PLAN.backbone.path,
         log:
-            f"{LOGS}/pretrain_backbone.log",
+            f"{LOGS}/pretrain_backbone-{PLAN.backbone.key}.log",
         params:
-            config=RESOLVED_CONFIG,
-            source=f"{PATHS['synthetic']}/source",
+            config=CONFIG,
+            source=f"{PLAN.synthetic.path}/source",
         threads: resource("train", "cpus")
         conda:
             ENV
         shell:
             "OMP_NUM_THREADS={threads} vitpeft pretrain --config {params.config} --data {params.source}"
             " --out {output.checkpoint} > {log} 2>&1"
-            " && stamp {output.stamp} {input.settings} {input.stamps}"
 
     localrules:
         pretrain_backbone,
 
-else:
+elif PLAN.backbone.info["rule"] == "fetch":
 
     rule fetch_checkpoint:
-        input:
-            settings=stage_path("checkpoint"),
-            stamps=[],
         output:
-            checkpoint=PATHS["checkpoint"],
-            stamp=data_stamp("fetch_checkpoint"),
+            checkpoint=PLAN.backbone.path,
         log:
-            f"{LOGS}/fetch_checkpoint.log",
+            f"{LOGS}/fetch_checkpoint-{PLAN.backbone.key}.log",
         params:
-            source=fetch_source_args(),
+            source=(
+                f"--timm-hub {CFG['backbone']['timm_hub']}"
+                if CFG["backbone"]["timm_hub"]
+                else f"--url {CFG['backbone']['url']}"
+                + (f" --sha256 {CFG['backbone']['sha256']}" if CFG["backbone"]["sha256"] else "")
+            ),
         conda:
             ENV
         shell:
             "vitpeft fetch-checkpoint {params.source} --out {output.checkpoint} > {log} 2>&1"
-            " && stamp {output.stamp} {input.settings} {input.stamps}"
 
     localrules:
         fetch_checkpoint,

@@ -1,70 +1,164 @@
-# Two scores per experiment and for the untouched backbone (`pretrained`,
-# evaluated without --run): target accuracy (the k-NN for the head-less
-# backbone), and DINO's weighted k-NN on the source domain.
+# Two scores per run and for the untouched backbone (`pretrained`): target accuracy
+# (the head-less backbone's is a k-NN), and DINO's weighted k-NN on the source domain.
+# The untouched backbone's source features are extracted once (extract_features) and
+# serve the pretrained row, linear probing (whose backbone is the pretrained one) and
+# every routed view; each other fine-tuned backbone costs one source pass.
+
+EVAL_RESOURCES = dict(
+    gpu=resource("evaluate", "gpu"),
+    cpus_per_task=resource("evaluate", "cpus"),
+    mem_mb=resource("evaluate", "mem_mb"),
+    runtime=resource("evaluate", "runtime"),
+)
+METRICS = f"{RESULTS}/metrics/{{dataset}}/{{exp}}/seed{{seed}}"
+EVAL_LOG = "{dataset}/{exp}/seed{seed}-{key}"
 
 
 rule eval_target:
     input:
-        settings=eval_target_settings,
-        stamps=eval_target_stamps,
-        run=eval_data,
-        data=ancient(TARGET_DATA),
-        checkpoint=ancient(PATHS["checkpoint"]),
+        unpack(eval_inputs("target")),
     output:
-        metrics=metrics_path("{exp}", "target"),
-        stamp=result_stamp("eval_target", "{exp}"),
+        metrics=f"{METRICS}/target-{{key}}.json",
     log:
-        f"{LOGS}/eval_target/{{exp}}.log",
+        f"{LOGS}/eval_target/{EVAL_LOG}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/eval_target/{{exp}}.tsv"
+        f"{BENCH}/eval_target/{EVAL_LOG}.tsv"
     params:
-        spec=experiment_spec,
-        run=run_arg,
-        knn=target_knn_arg,
-        data=PATHS["target_test"],
+        run=eval_run_dir,
+        test=target_test,
     threads: resource("evaluate", "cpus")
     resources:
-        gpu=resource("evaluate", "gpu"),
-        cpus_per_task=resource("evaluate", "cpus"),
-        mem_mb=resource("evaluate", "mem_mb"),
-        runtime=resource("evaluate", "runtime"),
+        **EVAL_RESOURCES,
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} vitpeft eval-target --spec {params.spec} {params.run} {params.knn}"
-        " --data {params.data} --out {output.metrics} > {log} 2>&1"
-        " && stamp {output.stamp} {input.settings} {input.stamps}"
+        "OMP_NUM_THREADS={threads} vitpeft eval-target --spec {params.run}/spec.yaml --run {params.run}"
+        " --data {params.test} --out {output.metrics} > {log} 2>&1"
 
 
-rule eval_source:
+rule eval_target_pretrained:
     input:
-        settings=eval_source_settings,
-        stamps=eval_source_stamps,
-        run=eval_data,
-        data=ancient(SOURCE_DATA),
-        checkpoint=ancient(PATHS["checkpoint"]),
+        data=target_data_dir,
+        checkpoint=ancient(PLAN.backbone.path),
     output:
-        metrics=metrics_path("{exp}", "source"),
-        stamp=result_stamp("eval_source", "{exp}"),
+        metrics=f"{RESULTS}/metrics/{{dataset}}/{PRETRAINED}/target-{{key}}.json",
     log:
-        f"{LOGS}/eval_source/{{exp}}.log",
+        f"{LOGS}/eval_target/{{dataset}}/{PRETRAINED}-{{key}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/eval_source/{{exp}}.tsv"
+        f"{BENCH}/eval_target/{{dataset}}/{PRETRAINED}-{{key}}.tsv"
     params:
-        spec=experiment_spec,
-        run=run_arg,
-        bank=PATHS["source_bank"],
-        queries=PATHS["source_queries"],
-        knn=f"{KNN_ARGS} --mean {words(CFG['source']['mean'])} --std {words(CFG['source']['std'])}",
+        config=CONFIG,
+        test=target_test,
+        key=pretrained_target_key,
+        knn=KNN_ARGS,
     threads: resource("evaluate", "cpus")
     resources:
-        gpu=resource("evaluate", "gpu"),
-        cpus_per_task=resource("evaluate", "cpus"),
-        mem_mb=resource("evaluate", "mem_mb"),
-        runtime=resource("evaluate", "runtime"),
+        **EVAL_RESOURCES,
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} vitpeft eval-source --spec {params.spec} {params.run}"
-        " --bank {params.bank} --queries {params.queries} {params.knn} --out {output.metrics} > {log} 2>&1"
-        " && stamp {output.stamp} {input.settings} {input.stamps}"
+        "OMP_NUM_THREADS={threads} vitpeft eval-target --config {params.config} --experiment {PRETRAINED}"
+        " --dataset {wildcards.dataset} --data {params.test} {params.knn} --out {output.metrics} > {log} 2>&1"
+
+
+if PLAN.features is not None:
+
+    rule extract_features:
+        input:
+            source=ancient(PLAN.source.output),
+            checkpoint=ancient(PLAN.backbone.path),
+        output:
+            features=directory(PLAN.features.path),
+        log:
+            f"{LOGS}/extract_features-{PLAN.features.key}.log",
+        benchmark:
+            f"{BENCH}/extract_features-{PLAN.features.key}.tsv"
+        params:
+            config=CONFIG,
+            bank=PLAN.source.info["bank"],
+            queries=PLAN.source.info["queries"],
+            norm=NORM_ARGS,
+        threads: resource("evaluate", "cpus")
+        resources:
+            **EVAL_RESOURCES,
+        conda:
+            ENV
+        shell:
+            "OMP_NUM_THREADS={threads} vitpeft extract-features --config {params.config} --experiment {PRETRAINED}"
+            " --bank {params.bank} --queries {params.queries} {params.norm} --out {output.features} > {log} 2>&1"
+
+    rule eval_source_pretrained:
+        input:
+            features=ancient(PLAN.features.path),
+        output:
+            metrics=PLAN.pretrained_source.path,
+        log:
+            f"{LOGS}/eval_source/{PRETRAINED}-{PLAN.pretrained_source.key}.log",
+        params:
+            config=CONFIG,
+            bank=PLAN.source.info["bank"],
+            queries=PLAN.source.info["queries"],
+            knn=f"{KNN_ARGS} {NORM_ARGS}",
+        threads: resource("evaluate", "cpus")
+        resources:
+            **EVAL_RESOURCES,
+        conda:
+            ENV
+        shell:
+            "OMP_NUM_THREADS={threads} vitpeft eval-source --config {params.config} --experiment {PRETRAINED}"
+            " --bank {params.bank} --queries {params.queries} --pretrained-features {input.features}"
+            " {params.knn} --out {output.metrics} > {log} 2>&1"
+
+    rule eval_source:
+        input:
+            unpack(eval_inputs("source")),
+        output:
+            metrics=f"{METRICS}/source-{{key}}.json",
+        log:
+            f"{LOGS}/eval_source/{EVAL_LOG}.log",
+        benchmark:
+            f"{BENCH}/eval_source/{EVAL_LOG}.tsv"
+        params:
+            run=eval_source_run_dir,
+            bank=PLAN.source.info["bank"],
+            queries=PLAN.source.info["queries"],
+            knn=f"{KNN_ARGS} {NORM_ARGS}",
+        threads: resource("evaluate", "cpus")
+        resources:
+            **EVAL_RESOURCES,
+        conda:
+            ENV
+        shell:
+            "OMP_NUM_THREADS={threads} vitpeft eval-source --spec {params.run}/spec.yaml --run {params.run}"
+            " --bank {params.bank} --queries {params.queries} --pretrained-features {input.features}"
+            " {params.knn} --out {output.metrics} > {log} 2>&1"
+
+
+if CFG["curve"]["steps"]:
+
+    rule eval_curve:
+        # One job per run scores every curve point: one model load, one process.
+        input:
+            unpack(eval_inputs("curve")),
+        output:
+            metrics=f"{METRICS}/curve-{{key}}.json",
+        log:
+            f"{LOGS}/eval_curve/{EVAL_LOG}.log",
+        benchmark:
+            f"{BENCH}/eval_curve/{EVAL_LOG}.tsv"
+        params:
+            run=eval_curve_run_dir,
+            test=target_test,
+            source=(
+                f"--bank {PLAN.curve_data.info['bank']} --queries {PLAN.curve_data.info['queries']} {KNN_ARGS} {NORM_ARGS}"
+                if PLAN.curve_data is not None
+                else ""
+            ),
+        threads: resource("evaluate", "cpus")
+        resources:
+            **EVAL_RESOURCES,
+        conda:
+            ENV
+        shell:
+            "OMP_NUM_THREADS={threads} vitpeft eval-curve --spec {params.run}/spec.yaml --run {params.run}"
+            " --target-data {params.test} {params.source} --out {output.metrics} > {log} 2>&1"

@@ -1,26 +1,29 @@
-# The table (Markdown, CSV, LaTeX) and the stability-plasticity plot, ours beside the paper's.
+# The table (Markdown, CSV, LaTeX), per-seed results, the trade-off plot and the forgetting
+# curve, ours beside the paper's; the provenance file's name holds the key of everything
+# the report read, so any change to the grid (a seed removed, too) remakes it.
+
+REPORT = "workflow/report"
 
 
 rule report:
     input:
-        settings=RESOLVED_CONFIG,
-        stamps=report_stamps,
-        data=report_data,
+        report_inputs,
     output:
-        tables=REPORT_FILES,
-        stamp=result_stamp("report"),
+        table_md=f"{RESULTS}/table.md",
+        table=report(f"{RESULTS}/table.csv", caption=f"../report/table.rst", category="Results"),
+        table_tex=f"{RESULTS}/table.tex",
+        per_seed=report(f"{RESULTS}/per_seed.csv", caption=f"../report/per_seed.rst", category="Results"),
+        tradeoff=report(f"{RESULTS}/tradeoff.png", caption=f"../report/tradeoff.rst", category="Figures"),
+        curve=[report(path, caption=f"../report/curve.rst", category="Figures") for path in PLAN.report_files()[5:]],
+        provenance=PLAN.report.path,
     log:
-        f"{LOGS}/report.log",
+        f"{LOGS}/report-{PLAN.report.key}.log",
     params:
-        metrics=f"{RESULTS}/metrics",
-        runs=f"{RESULTS}/runs",
-        out=report_dir,
+        config=CONFIG,
     conda:
         ENV
     shell:
-        "vitpeft report --config {input.settings} --metrics {params.metrics} --runs {params.runs}"
-        " --out {params.out} > {log} 2>&1"
-        " && stamp {output.stamp} {input.settings} {input.stamps}"
+        "vitpeft report --config {params.config} --out {RESULTS} --provenance {output.provenance} > {log} 2>&1"
 
 
 localrules:

@@ -1,23 +1,18 @@
-# One training job per experiment: it reruns when its spec file changes or
-# the data or backbone it reads were remade (their stamps).
+# One training job per (target dataset, experiment, seed). Its folder's name holds the
+# key of its spec and inputs, so an edit that changes the run asks for a new folder.
 
 
 rule train:
     input:
-        settings=experiment_spec,
-        stamps=train_stamps,
-        data=ancient(TARGET_DATA),
-        checkpoint=ancient(PATHS["checkpoint"]),
+        unpack(train_inputs),
     output:
-        run=directory(f"{RESULTS}/runs/{{exp}}"),
-        stamp=result_stamp("train", "{exp}"),
+        run=directory(f"{RESULTS}/runs/{{dataset}}/{{exp}}/seed{{seed}}-{{key}}"),
     log:
-        f"{LOGS}/train/{{exp}}.log",
+        f"{LOGS}/train/{{dataset}}/{{exp}}/seed{{seed}}-{{key}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{exp}}.tsv"
-    wildcard_constraints:
-        exp=_alternation(EXPERIMENTS),
+        f"{BENCH}/train/{{dataset}}/{{exp}}/seed{{seed}}-{{key}}.tsv"
     params:
+        config=CONFIG,
         resume_dir=CFG["resume_dir"],
     threads: resource("train", "cpus")
     resources:
@@ -28,6 +23,6 @@ rule train:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} vitpeft train --spec {input.settings} --out {output.run}"
-        " --resume-dir {params.resume_dir} > {log} 2>&1"
-        " && stamp {output.stamp} {input.settings} {input.stamps}"
+        "OMP_NUM_THREADS={threads} vitpeft train --config {params.config} --dataset {wildcards.dataset}"
+        " --experiment {wildcards.exp} --seed {wildcards.seed} --key {wildcards.key}"
+        " --out {output.run} --resume-dir {params.resume_dir} > {log} 2>&1"

@@ -3,7 +3,7 @@
 import sys
 
 from vitpeft import devices, resume
-from vitpeft import spec as spec_lib
+from vitpeft.commands import specs
 
 
 def register(subparsers) -> None:
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
             f"SIGTERM/SIGUSR1 checkpoint and exit {resume.EXIT_PREEMPTED}."
         ),
     )
-    parser.add_argument("--spec", required=True, metavar="S", help="experiment spec YAML")
+    specs.add_options(parser)
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write (appears whole or not at all)")
     parser.add_argument("--resume-dir", default=".resume", metavar="DIR",
                         help="where resume checkpoints live, one folder per spec name and hash (default .resume)")
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from vitpeft.train import train  # torch/timm load only when this command runs
 
-    spec = spec_lib.load(args.spec)
+    spec = specs.spec_from(args)
     try:
         out = train(spec, args.out, args.resume_dir, device=args.device, resume_from=args.resume_from)
     except resume.Preempted as stopped:

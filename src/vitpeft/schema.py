@@ -1,0 +1,89 @@
+"""The one schema (config.schema.yaml) and how it is applied: defaults filled, first error named by its key.
+
+Both the workflow config and a training spec are checked here, so a key, its
+type, its range and its default are written once, in the YAML file.
+"""
+
+import copy
+import functools
+from importlib import resources
+
+import jsonschema
+import yaml
+
+from vitpeft.errors import VitpeftError
+
+
+@functools.cache
+def _schema() -> dict:
+    return yaml.safe_load(resources.files("vitpeft").joinpath("config.schema.yaml").read_text())
+
+
+def schema() -> dict:
+    """The whole schema (a copy: callers may not change the cached one)."""
+    return copy.deepcopy(_schema())
+
+
+def _with_defaults(validator_class):
+    """A validator that fills each missing property's `default` before checking it."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_then_check(validator, properties, instance, sub):
+        if validator.is_type(instance, "object"):
+            for key, rules in properties.items():
+                if key not in instance and "default" in rules:
+                    instance[key] = copy.deepcopy(rules["default"])
+        yield from check_properties(validator, properties, instance, sub)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_then_check})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def apply(instance, where: str, definition: str | None = None, prefix: str = ""):
+    """Fill defaults into `instance` in place and check it against the schema (or one of its `$defs`).
+
+    The first problem becomes one VitpeftError: "<where>: <key>: <what is wrong>".
+    """
+    whole = _schema()
+    target = whole if definition is None else {"$defs": whole["$defs"], "$ref": f"#/$defs/{definition}"}
+    error = jsonschema.exceptions.best_match(_Validator(target).iter_errors(instance))
+    if error is not None:
+        raise VitpeftError(f"{where}: {describe(error, prefix)}")
+    return instance
+
+
+def key_path(parts, prefix: str = "") -> str:
+    """experiments, 3, method -> 'experiments[3].method'."""
+    text = prefix
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def describe(error, prefix: str = "") -> str:
+    path = key_path(error.absolute_path, prefix)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        allowed = sorted(_allowed_keys(error.schema))
+        unknown = sorted(set(error.instance) - set(allowed))
+        return f"{key_path([unknown[0]], path)}: unknown key (allowed here: {', '.join(allowed)})"
+    safe_name = _schema()["$defs"]["safe_name"]
+    if error.validator == "pattern" and error.schema.get("pattern") == safe_name["pattern"]:
+        return f"{path}: {error.instance!r} is not a safe name ({safe_name['description']})"
+    return f"{path or 'top level'}: {error.message}"
+
+
+def _allowed_keys(sub: dict) -> set:
+    """Keys a (possibly $ref-composed) object schema defines."""
+    keys = set(sub.get("properties", {}))
+    if "$ref" in sub:
+        keys |= _allowed_keys(_resolve(sub["$ref"]))
+    return keys
+
+
+def _resolve(ref: str) -> dict:
+    node = _schema()
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
