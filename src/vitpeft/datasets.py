@@ -1,10 +1,12 @@
 """Turn the official dataset files into prepared store folders (vitpeft.store format).
 
-CIFAR-100 is read straight from its python-pickle archive; ImageNet from the
-user's ImageFolder copy (train/ and val/ with one folder per class), each
-image decoded once with DINO's evaluation preprocessing (Resize(256, bicubic),
-CenterCrop(224)) and written into a memory-mapped .npy, so the 1.28M-image
-bank never has to fit in RAM.
+CIFAR-100 is read straight from its python-pickle archive (the safe pickle
+reader is shared with vitpeft.targets, which reads CIFAR-10/100 as
+torchvision extracts them); ImageNet from the user's ImageFolder copy
+(train/ and val/ with one folder per class), each image decoded once with
+DINO's evaluation preprocessing (Resize(256, bicubic), CenterCrop(224)) and
+written into a memory-mapped .npy, so the 1.28M-image bank never has to fit
+in RAM.
 """
 
 import io
@@ -41,7 +43,7 @@ def prepare_cifar100(archive, out) -> dict:
     classes = [name.decode() for name in parts["meta"][b"fine_label_names"]]
     if len(classes) != CIFAR_CLASSES:
         raise VitpeftError(f"{archive}: meta lists {len(classes)} fine labels, expected {CIFAR_CLASSES}")
-    splits = {split: _cifar_split(parts[split], archive, split) for split in ("train", "test")}
+    splits = {split: cifar_arrays(parts[split], f"{archive}: {split}", CIFAR_CLASSES) for split in ("train", "test")}
     with atomic_path(out) as tmp:  # both splits appear together or not at all
         tmp.mkdir()
         for split, (images, labels) in splits.items():
@@ -63,12 +65,21 @@ def _unpickle(tar: tarfile.TarFile, member: str, archive: Path) -> dict:
         stream = tar.extractfile(member)
     except KeyError:
         raise VitpeftError(f"{archive} lacks {member}: is it cifar-100-python.tar.gz?") from None
+    return unpickle_cifar(stream.read(), f"{archive}: {member}")
+
+
+def unpickle_cifar(data: bytes, where: str) -> dict:
+    """One CIFAR-10/100 python pickle (a batch or the label names), with no code run; `where` names it in errors.
+
+    torchvision's CIFAR classes use plain pickle.load, which runs whatever a
+    tampered file asks; this allow-list is why vitpeft keeps its own reader.
+    """
     try:
-        data = _CifarUnpickler(io.BytesIO(stream.read()), encoding="bytes").load()
+        data = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
-        raise VitpeftError(f"{archive}: {member} is not a readable CIFAR pickle: {error}") from None
+        raise VitpeftError(f"{where} is not a readable CIFAR pickle: {error}") from None
     if not isinstance(data, dict):
-        raise VitpeftError(f"{archive}: {member} holds a {type(data).__name__}, expected a dict")
+        raise VitpeftError(f"{where} holds a {type(data).__name__}, expected a dict")
     return data
 
 
@@ -89,17 +100,21 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _cifar_split(part: dict, archive: Path, split: str):
-    """Channel-major rows of 3072 bytes -> uint8 N x 32 x 32 x 3, and fine labels."""
+def cifar_arrays(part: dict, where: str, num_classes: int):
+    """A CIFAR batch's channel-major rows of 3072 bytes -> uint8 N x 32 x 32 x 3, and its labels.
+
+    The labels are CIFAR-10's `labels` or CIFAR-100's `fine_labels` (torchvision's rule).
+    """
+    label_key = b"labels" if b"labels" in part else b"fine_labels"
     try:
         data = np.asarray(part[b"data"], dtype=np.uint8)
-        labels = np.asarray(part[b"fine_labels"], dtype=np.int64)
+        labels = np.asarray(part[label_key], dtype=np.int64)
     except KeyError as error:
-        raise VitpeftError(f"{archive}: {split} lacks key {error.args[0]!r}") from None
+        raise VitpeftError(f"{where} lacks key {error.args[0]!r}") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise VitpeftError(f"{archive}: {split} has data {data.shape} and {len(labels)} labels, expected N x 3072 and N")
-    if len(labels) and (labels.min() < 0 or labels.max() >= CIFAR_CLASSES):
-        raise VitpeftError(f"{archive}: {split} has labels outside 0..{CIFAR_CLASSES - 1}")
+        raise VitpeftError(f"{where} has data {data.shape} and {len(labels)} labels, expected N x 3072 and N")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise VitpeftError(f"{where} has labels outside 0..{num_classes - 1}")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
 
