@@ -5,10 +5,13 @@ N x 3 x size x size in [0, 1]. Doing the crop, flip and resize as one
 `grid_sample` per batch keeps a GPU fed without a pool of PIL workers.
 """
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from vitpeft.errors import VitpeftError
 
@@ -120,3 +123,228 @@ def box_to_theta(top, left, h, w, height, width, flip):
     zero = torch.zeros_like(scale_x)
     theta = torch.stack([scale_x, zero, shift_x, zero, scale_y, shift_y], dim=1).view(-1, 2, 3)
     return theta.float()
+
+
+# ----- the public code's optional policies: RandAugment, TrivialAugmentWide, RandomErasing
+#
+# A policy is the config's `train.augment` section:
+#   {"rand_augment": {"n": 0, "m": 9}, "trivial_augment": False, "erasing": 0.0}
+# The public code applies them per image (torchvision transforms in a DataLoader);
+# here every image still draws its own ops, but images that drew the same op are
+# transformed together in one call, with their own magnitudes as a tensor.
+
+DEFAULT_POLICY = {"rand_augment": {"n": 0, "m": 9}, "trivial_augment": False, "erasing": 0.0}
+
+# torchvision's own tables (op -> (magnitude bins(num_bins, height, width), signed)),
+# in the float-image form of transforms.v2 (Solarize thresholds in [0, 1]).
+SPACES = {
+    "rand_augment": v2.RandAugment._AUGMENTATION_SPACE,
+    "trivial_augment": v2.TrivialAugmentWide._AUGMENTATION_SPACE,
+}
+NUM_BINS = 31  # torchvision's default num_magnitude_bins for both
+ERASE_SCALE, ERASE_RATIO, ERASE_TRIES = (0.02, 0.33), (0.3, 3.3), 10  # torchvision's RandomErasing defaults
+
+
+def check_policy(policy: dict) -> None:
+    """Refuse a policy apply_policy cannot run as the public code would (call once, before training)."""
+    rand, erasing = policy["rand_augment"], policy["erasing"]
+    if not (_is_int(rand["n"]) and rand["n"] >= 0):
+        raise VitpeftError(f"train.augment.rand_augment.n is {rand['n']!r}: give the number of ops per image (0 = off)")
+    if not (_is_int(rand["m"]) and 0 <= rand["m"] < NUM_BINS):
+        raise VitpeftError(
+            f"train.augment.rand_augment.m is {rand['m']!r}: give a magnitude bin from 0 to {NUM_BINS - 1} "
+            "(torchvision's RandAugment; the public code uses 9)"
+        )
+    if policy["trivial_augment"] and rand["n"] > 0:
+        raise VitpeftError(
+            "train.augment: trivial_augment replaces RandAugment (as in the public code), "
+            f"so rand_augment.n = {rand['n']} would be ignored; set rand_augment.n to 0 or trivial_augment to false"
+        )
+    if isinstance(erasing, bool) or not isinstance(erasing, (int, float)) or not 0.0 <= erasing <= 1.0:
+        raise VitpeftError(f"train.augment.erasing is {erasing!r}: give a probability from 0 to 1 (0 = off)")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def apply_policy(x: torch.Tensor, policy: dict, generator: torch.Generator, erase_value=0.0) -> torch.Tensor:
+    """The policy's ops on float N x 3 x S x S in [0, 1] (after crop/flip, before normalisation).
+
+    Every image gets its own ops and magnitudes, drawn only from `generator`.
+    `erase_value` fills erased boxes; pass the normalisation mean to match the
+    public code, which erases after Normalize with value 0. The default policy
+    returns `x` itself: no copy, no draw. With RandAugment or TrivialAugmentWide
+    on, grouping images by op reads the group sizes on the host (one sync).
+    """
+    rand, erasing = policy["rand_augment"], policy["erasing"]
+    if policy["trivial_augment"]:
+        x = _policy_layers(x, "trivial_augment", 1, None, generator)
+    elif rand["n"] > 0:
+        x = _policy_layers(x, "rand_augment", rand["n"], rand["m"], generator)
+    if erasing > 0:
+        x = random_erase(x, erasing, erase_value, generator)
+    return x
+
+
+def _policy_layers(x, space_name, layers, fixed_bin, generator):
+    """`layers` rounds of one random op per image; fixed_bin None draws a magnitude bin per image."""
+    n, _, height, width = x.shape
+    table, signed = magnitude_table(space_name, height, width, x.device)
+    names = list(SPACES[space_name])
+    device = generator.device
+    ops = torch.randint(len(names), (layers, n), generator=generator, device=device)
+    if fixed_bin is None:
+        bins = torch.randint(NUM_BINS, (layers, n), generator=generator, device=device)
+    else:
+        bins = torch.full((layers, n), fixed_bin, device=device)
+    negate = torch.rand(layers, n, generator=generator, device=device) < 0.5
+    ops, bins, negate = ops.to(x.device), bins.to(x.device), negate.to(x.device)
+    magnitudes = table[ops, bins]
+    magnitudes = torch.where(signed[ops] & negate, -magnitudes, magnitudes)
+
+    counts = F.one_hot(ops, len(names)).sum(dim=1).tolist()  # the one host sync
+    order = ops.argsort(dim=1, stable=True)
+    for layer in range(layers):
+        out = torch.empty_like(x)
+        for name, idx in zip(names, order[layer].split(counts[layer])):
+            if len(idx):
+                out[idx] = OPS[name](x[idx], magnitudes[layer, idx])
+        x = out
+    return x
+
+
+@functools.cache
+def magnitude_table(space_name: str, height: int, width: int, device: torch.device):
+    """torchvision's bins as one (ops x NUM_BINS) float tensor (0 for ops without a magnitude) and the signed flags."""
+    space = SPACES[space_name]
+    rows = [fn(NUM_BINS, height, width) for fn, _ in space.values()]
+    table = torch.stack([torch.zeros(NUM_BINS) if r is None else r.float() for r in rows])
+    signed = torch.tensor([is_signed for _, is_signed in space.values()])
+    return table.to(device), signed.to(device)
+
+
+# Each op takes a group of images and one magnitude per image, as torchvision's
+# _apply_image_or_video_transform reads it (interpolation nearest, fill 0, as there).
+
+
+def _blend_op(at_zero):
+    """torchvision's colour ops blend the image with a degenerate one (the op at factor 0)
+    by factor 1 + magnitude; one lerp blends every image with its own factor."""
+
+    def op(x, m):
+        factor = (1 + m).to(x.dtype).view(-1, 1, 1, 1)
+        return torch.lerp(at_zero(x, 0.0), x, factor).clamp_(0, 1)
+
+    return op
+
+
+def _posterize(x, bits):
+    # transforms.v2's float posterize, with bits per image
+    levels = torch.exp2(bits).to(x.dtype).view(-1, 1, 1, 1)
+    return x.mul(levels).floor_().clamp_(min=0).minimum(levels - 1).div_(levels)
+
+
+def _solarize(x, threshold):
+    return torch.where(x >= threshold.to(x.dtype).view(-1, 1, 1, 1), TF.invert(x), x)
+
+
+# Geometric ops build each image's inverse matrix in float64 from its magnitude, as
+# torchvision does in Python floats, so the float32 grids agree.
+
+
+def _shear_x(x, m):
+    # affine(shear=degrees(atan(m)), centre top-left): x_in = x + m (y + h/2) in centred coordinates
+    m = m.double()
+    one, zero = torch.ones_like(m), torch.zeros_like(m)
+    return warp(x, torch.stack([one, m, m * x.shape[-2] / 2, zero, one, zero], 1))
+
+
+def _shear_y(x, m):
+    m = m.double()
+    one, zero = torch.ones_like(m), torch.zeros_like(m)
+    return warp(x, torch.stack([one, zero, zero, m, one, m * x.shape[-1] / 2], 1))
+
+
+def _translate(axis):
+    def op(x, m):
+        m = m.double()
+        shift = -m.trunc()  # torchvision translates by int(magnitude) pixels
+        one, zero = torch.ones_like(m), torch.zeros_like(m)
+        rows = [one, zero, shift, zero, one, zero] if axis == "x" else [one, zero, zero, zero, one, shift]
+        return warp(x, torch.stack(rows, 1))
+
+    return op
+
+
+def _rotate(x, degrees):
+    # rotate(angle) samples the input at the output point turned by -angle about the centre
+    rad = torch.deg2rad(-(degrees.double() % 360))
+    cos, sin, zero = torch.cos(rad), torch.sin(rad), torch.zeros_like(rad)
+    return warp(x, torch.stack([cos, sin, zero, -sin, cos, zero], 1))
+
+
+def warp(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour affine warp with zero fill, one inverse matrix (N x 6, pixels, centred) per image.
+
+    Builds the sampling grid as torchvision's tensor affine does (pixel centres
+    relative to the image centre, mapped, then scaled by half the size), so each
+    image matches F.affine / F.rotate on it alone.
+    """
+    n, _, height, width = x.shape
+    theta = inverse.to(x.dtype).view(n, 2, 3).transpose(1, 2)
+    theta = theta / torch.tensor([0.5 * width, 0.5 * height], dtype=x.dtype, device=x.device)
+    xs = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, width, device=x.device, dtype=x.dtype)
+    ys = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=x.device, dtype=x.dtype)
+    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
+    base = torch.stack([grid_x, grid_y, torch.ones_like(grid_x)], -1)
+    grid = base.view(1, height * width, 3).matmul(theta).view(n, height, width, 2)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+OPS = {
+    "Identity": lambda x, m: x,
+    "ShearX": _shear_x,
+    "ShearY": _shear_y,
+    "TranslateX": _translate("x"),
+    "TranslateY": _translate("y"),
+    "Rotate": _rotate,
+    "Brightness": _blend_op(TF.adjust_brightness),
+    "Color": _blend_op(TF.adjust_saturation),
+    "Contrast": _blend_op(TF.adjust_contrast),
+    "Sharpness": _blend_op(TF.adjust_sharpness),
+    "Posterize": _posterize,
+    "Solarize": _solarize,
+    "AutoContrast": lambda x, m: TF.autocontrast(x),
+    "Equalize": lambda x, m: TF.equalize(x),
+}
+
+
+def random_erase(x: torch.Tensor, p: float, value, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomErasing(p, scale 0.02-0.33, ratio 0.3-3.3) per image, vectorised.
+
+    Each image tries ERASE_TRIES (area, aspect) draws and erases the first box
+    that fits strictly inside; when none fits it stays whole, as there.
+    """
+    n, channels, height, width = x.shape
+    device = generator.device
+    u = torch.rand(n, 2 * ERASE_TRIES + 3, generator=generator, device=device, dtype=torch.float64).to(x.device)
+    u_area, u_ratio = u[:, :ERASE_TRIES], u[:, ERASE_TRIES : 2 * ERASE_TRIES]
+    u_apply, u_top, u_left = u[:, -3], u[:, -2], u[:, -1]
+    area = height * width * (ERASE_SCALE[0] + (ERASE_SCALE[1] - ERASE_SCALE[0]) * u_area)
+    log_lo, log_hi = math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u_ratio)
+    h, w = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
+    fits = (h < height) & (w < width)
+    first = fits.int().argmax(dim=1, keepdim=True)
+    h, w = h.gather(1, first), w.gather(1, first)  # n x 1
+    erase = (u_apply < p) & fits.any(dim=1)
+    top = (u_top.unsqueeze(1) * (height - h + 1)).floor()
+    left = (u_left.unsqueeze(1) * (width - w + 1)).floor()
+    rows = torch.arange(height, device=x.device)
+    cols = torch.arange(width, device=x.device)
+    in_rows = (rows >= top) & (rows < top + h)  # n x H
+    in_cols = (cols >= left) & (cols < left + w)  # n x W
+    mask = (in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & erase.view(n, 1, 1)).unsqueeze(1)
+    fill = torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1).expand(channels).view(1, channels, 1, 1)
+    return torch.where(mask, fill, x)
