@@ -1,4 +1,6 @@
-"""weighted_knn must reproduce DINO's vote exactly, however it is chunked."""
+"""weighted_knn must reproduce DINO's vote exactly, however it is chunked; extract, however it reads."""
+
+import re
 
 import numpy as np
 import pytest
@@ -100,6 +102,68 @@ def test_extract_gives_unit_features_independent_of_batching(tiny_model_cfg, tmp
     assert not torch.allclose(whole[0], whole[1])  # different images, different features
 
 
+class SlicesOnly:
+    """Images as a sharded store offers them to extract: len() and contiguous slices, nothing else."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError(f"only contiguous slices, got {key!r}")
+        return self.images[key].copy()
+
+
+def test_extract_needs_only_len_and_slices_and_stores_in_the_given_dtype(tiny_model_cfg):
+    images = np.random.default_rng(1).integers(0, 256, size=(11, 32, 32, 3), dtype=np.uint8)
+    model, mean, std = tiny_vit(tiny_model_cfg), (0.5,) * 3, (0.5,) * 3
+    plain = knn.extract(model, images, 32, mean, std, batch_size=4)
+    sliced = knn.extract(model, SlicesOnly(images), 32, mean, std, batch_size=4)
+    assert torch.equal(plain, sliced)
+    half = knn.extract(model, SlicesOnly(images), 32, mean, std, batch_size=4, dtype=torch.float16)
+    assert half.dtype == torch.float16 and torch.equal(half, plain.half())  # fp32 features, stored in fp16
+
+
+def test_extract_refuses_non_finite_features(tiny_model_cfg):
+    model = tiny_vit(tiny_model_cfg)
+    with torch.no_grad():
+        model.blocks[3].mlp.fc1.weight[0, 0] = float("nan")
+    images = np.zeros((5, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(knn.NonFiniteFeatures, match="NaN or infinite"):
+        knn.extract(model, images, 32, (0.5,) * 3, (0.5,) * 3, batch_size=2)
+
+
+def test_extract_logs_count_rate_and_time_left(tiny_model_cfg, monkeypatch, capsys):
+    monkeypatch.setattr(knn, "PROGRESS_SECONDS", 0.0)  # a line per batch
+    images = np.zeros((10, 32, 32, 3), dtype=np.uint8)
+    knn.extract(tiny_vit(tiny_model_cfg), images, 32, (0.5,) * 3, (0.5,) * 3, batch_size=4, label="bank features")
+    lines = capsys.readouterr().err.splitlines()
+    pattern = r"\[\d\d:\d\d:\d\d\] bank features: (\d+)/10 images, [\d,]+ img/s, \d+ s left"
+    assert [re.fullmatch(pattern, line)[1] for line in lines] == ["4", "8", "10"]
+    assert lines[-1].endswith(" 0 s left")
+
+
+def test_durations_read_like_a_person_would_say_them():
+    assert [knn.duration(s) for s in (42, 502, 3900)] == ["42 s", "8 min 22 s", "1 h 05 min"]
+
+
+def test_fp16_bank_and_queries_vote_like_fp32():
+    # Clustered features, as a trained backbone gives: fp16 storage must not change a single prediction.
+    generator = torch.Generator().manual_seed(6)
+    centres = F.normalize(torch.randn(12, 64, generator=generator), dim=1)
+    labels = torch.arange(2400) % 12
+    points = F.normalize(centres[labels] + 0.3 * torch.randn(2400, 64, generator=generator), dim=1)
+    bank, queries = points[:2000], points[2000:]
+    full = knn.knn_predict(bank, labels[:2000], queries, (1, 20, 100), 0.07, 12, chunk=64, bank_chunk=500, device="cpu")
+    half = knn.knn_predict(bank.half(), labels[:2000], queries.half(), (1, 20, 100), 0.07, 12, chunk=64, bank_chunk=500,
+                           device="cpu")  # fmt: skip
+    assert all(torch.equal(full[k], half[k]) for k in full)
+    assert (full[20] == labels[2000:]).float().mean() > 0.5  # a real vote, not all-equal predictions
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_vote_and_bf16_features_agree_with_cpu(problem, tiny_model_cfg):
@@ -110,5 +174,8 @@ def test_gpu_vote_and_bf16_features_agree_with_cpu(problem, tiny_model_cfg):
     images = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
     model = tiny_vit(tiny_model_cfg)
     cpu = knn.extract(model, images, 32, (0.5,) * 3, (0.5,) * 3, device="cpu")
-    gpu = knn.extract(model.cuda(), images, 32, (0.5,) * 3, (0.5,) * 3, device="cuda")
-    assert gpu.device.type == "cpu" and (cpu * gpu).sum(dim=1).min() > 0.99  # bf16 autocast: cosine ~ 1
+    gpu = knn.extract(model.cuda(), SlicesOnly(images), 32, (0.5,) * 3, (0.5,) * 3, batch_size=3, device="cuda")
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float32  # kept on the device for the vote
+    assert (cpu * gpu.cpu()).sum(dim=1).min() > 0.99  # bf16 autocast: cosine ~ 1
+    half = knn.extract(model, images, 32, (0.5,) * 3, (0.5,) * 3, batch_size=3, device="cuda", dtype=torch.float16)
+    assert half.dtype == torch.float16 and torch.allclose(half.float(), gpu, atol=1e-3)

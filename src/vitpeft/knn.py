@@ -29,6 +29,10 @@ STORAGE = {"fp32": torch.float32, "fp16": torch.float16}  # how extracted featur
 PROGRESS_SECONDS = 30.0  # a progress line at most this often
 
 
+class NonFiniteFeatures(VitpeftError):
+    """The backbone produced NaN or infinite features (broken or diverged weights)."""
+
+
 def log(message: str) -> None:
     """A timestamped line on stderr: evaluation jobs take minutes, their log files show where they are."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -46,7 +50,7 @@ def extract(
     unit_features = lambda x: F.normalize(backbone.features(model, x).float(), dim=1)  # noqa: E731
     features = map_batches(model, unit_features, images, size, mean, std, batch_size, device, dtype, label)
     if not torch.isfinite(features).all():  # the one host synchronisation
-        raise VitpeftError("the backbone produced NaN or infinite features (diverged weights?)")
+        raise NonFiniteFeatures("the backbone produced NaN or infinite features (diverged weights?)")
     return features
 
 
@@ -131,8 +135,9 @@ class Progress:
     On CUDA `done` counts batches handed to the device, at most two ahead of it.
     """
 
-    def __init__(self, total: int, label: str, seconds: float = PROGRESS_SECONDS):
-        self.total, self.label, self.seconds = total, label, seconds
+    def __init__(self, total: int, label: str, seconds: float | None = None):
+        self.total, self.label = total, label
+        self.seconds = PROGRESS_SECONDS if seconds is None else seconds
         self.started = self.last = time.monotonic()
 
     def update(self, done: int) -> None:
