@@ -1,14 +1,16 @@
 """The workflow config: schema errors name the key, defaults come from the schema, the grids resolve."""
 
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from vitpeft import config, methods, spec, synthetic
+from vitpeft import config, methods, schema, spec, synthetic
 from vitpeft.errors import VitpeftError
+from vitpeft.plan import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "config.yaml"
@@ -19,7 +21,6 @@ PAPER_NAMES = ["full", "top3", "linear", "lora_r4", "lora_r8", "lora_r16",
 
 def paper_raw(**changes) -> dict:
     raw = yaml.safe_load(PAPER.read_text())
-    raw["source"]["enabled"] = False  # no ImageNet on test machines
     raw.update(changes)
     return raw
 
@@ -80,52 +81,76 @@ def test_duplicate_and_reserved_names_are_refused():
     assert "experiments[4].name: 'pretrained' is reserved" in error_of(raw)
 
 
-def test_method_arguments_are_checked_before_any_work():
+def models_error_of(raw) -> str:
+    with pytest.raises(VitpeftError) as caught:
+        config.check_models(config.load(raw))
+    return str(caught.value)
+
+
+def test_method_arguments_are_checked_against_the_model():
     raw = paper_raw()
     raw["experiments"][1]["args"] = {"k": 13}  # top-k on a 12-block ViT-B
-    assert error_of(raw) == "config: experiments[1].args: method 'topk': k=13 exceeds the model's 12 blocks"
+    assert models_error_of(raw) == "config: experiments[1].args: method 'topk': k=13 exceeds the model's 12 blocks"
     raw["experiments"][1]["args"] = {"rank": 4}
-    assert error_of(raw).startswith("config: experiments[1].args: method 'topk': unknown argument 'rank'")
+    assert models_error_of(raw).startswith("config: experiments[1].args: method 'topk': unknown argument 'rank'")
 
 
-def test_source_evaluation_needs_an_imagenet_folder(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no prepared ImageNet cache here
+def test_planning_needs_no_imagenet_no_checkpoint_and_no_torch(tmp_path):
+    """The paper's config plans on a machine with nothing: no ImageNet, no weights, and torch never imported."""
+    code = (
+        "import sys; from vitpeft import config; from vitpeft.plan import Plan; "
+        f"plan = Plan(config.load({str(PAPER)!r})); "
+        "print(len(plan.runs), [m for m in ('torch', 'timm', 'peft') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert done.stdout.split(None, 1) == ["10", "[]\n"]
+
+
+def test_unknown_target_datasets_are_named():
     raw = paper_raw()
-    raw["source"]["enabled"] = True
-    assert error_of(raw).startswith("config: source.imagenet_dir: not set while source.enabled is true")
-    raw["source"]["imagenet_dir"] = str(tmp_path / "nowhere")
-    assert error_of(raw).startswith(f"config: source.imagenet_dir: {str(tmp_path / 'nowhere')!r} is not a folder")
-    (tmp_path / "imagenet" / "train").mkdir(parents=True)
-    raw["source"]["imagenet_dir"] = str(tmp_path / "imagenet")
-    assert error_of(raw).startswith("config: source.imagenet_dir:")  # no val/: the layout check speaks
+    raw["target"]["datasets"] = ["cifar100", "cifar1000"]
+    assert error_of(raw).startswith("config: target.datasets[1]: unknown dataset 'cifar1000'")
 
 
-def test_reading_only_the_grid_needs_no_imagenet(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cfg = config.load(PAPER, check_files=False)
-    assert cfg["source"]["enabled"] and cfg["source"]["imagenet_dir"] is None
-    assert list(config.experiment_specs(cfg)) == PAPER_NAMES
-
-
-def test_source_evaluation_accepts_an_imagenet_layout_or_a_prepared_cache(tmp_path, monkeypatch, make_dataset):
-    monkeypatch.chdir(tmp_path)
-    for split in ("train", "val"):
-        (tmp_path / "imagenet" / split / "n01440764").mkdir(parents=True)
-        (tmp_path / "imagenet" / split / "n01440764" / "a.JPEG").write_bytes(b"")
+def test_seed_and_curve_steps_come_from_their_own_sections():
     raw = paper_raw()
-    raw["source"].update(enabled=True, imagenet_dir=str(tmp_path / "imagenet"))
-    assert config.load(raw)["source"]["imagenet_dir"] == str(tmp_path / "imagenet")
-    # A teammate who pulled the prepared bank needs no ImageNet copy.
-    raw["source"]["imagenet_dir"] = None
-    (tmp_path / "data" / "imagenet").mkdir(parents=True)
-    make_dataset("bank").rename(tmp_path / "data" / "imagenet" / "bank")
-    assert config.load(raw)["source"]["enabled"] is True
+    raw["train"]["seed"] = 3
+    assert error_of(raw) == "config: train.seed: set by the workflow from the top-level `seeds` list, not here"
+    raw = paper_raw()
+    raw["experiments"][0]["train"] = {"curve_steps": [1]}
+    assert error_of(raw).startswith("config: experiments[0].train.curve_steps: set by the workflow from `curve.steps`")
+    assert error_of(paper_raw(seeds=[])).startswith("config: seeds: [] should be non-empty")
+    assert error_of(paper_raw(seeds=[0, 0])).startswith("config: seeds: [0, 0] has non-unique elements")
 
 
-def test_synthetic_target_classes_must_match_the_head():
-    raw = yaml.safe_load(DEMO.read_text())
-    raw["target"]["num_classes"] = 7
-    assert error_of(raw).startswith("config: target.num_classes: 7 but the synthetic target domain")
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([10, 5], "config: curve.steps: [10, 5] must be strictly increasing"),
+        ([0, 10, 20000], "config: curve.steps: [0, 10, 20000] must lie within 0..10000 (train.steps)"),
+        ([-1, 10], "config: curve.steps[0]: -1 is less than the minimum of 0"),
+    ],
+)
+def test_bad_curve_steps_are_named_before_any_job(steps, message):
+    raw = paper_raw(curve={"steps": steps})
+    assert error_of(raw) == message
+
+
+def test_curve_steps_must_fit_every_experiment():
+    raw = paper_raw(curve={"steps": [0, 10, 1000]})
+    raw["experiments"][2]["train"]["steps"] = 100
+    assert error_of(raw).startswith("config: curve.steps: 1000 is beyond experiments[2].train.steps (100) of 'linear'")
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../../etc", "-rf", "", "x" * 65, "a b"])
+def test_hostile_names_are_refused_naming_the_key(name):
+    raw = paper_raw()
+    raw["experiments"][0]["name"] = name
+    assert error_of(raw).startswith(f"config: experiments[0].name: {name!r} is not a safe name")
+    assert error_of(paper_raw(name=name)).startswith(f"config: name: {name!r} is not a safe name")
+    raw = paper_raw()
+    raw["target"]["datasets"] = [name]
+    assert error_of(raw).startswith(f"config: target.datasets[0]: {name!r} is not a safe name")
 
 
 def test_invalid_yaml_and_missing_file_are_named(tmp_path):
@@ -139,13 +164,14 @@ def test_invalid_yaml_and_missing_file_are_named(tmp_path):
 
 
 def test_every_default_comes_from_the_schema():
-    cfg = config.load({"source": {"enabled": False}})
-    assert cfg["name"] == "paper" and cfg["experiments"] == []
-    assert cfg["train"] == {key: value for key, value in spec.DEFAULTS["train"].items()}
+    cfg = config.load({})
+    assert cfg["name"] == "paper" and cfg["experiments"] == [] and cfg["seeds"] == [0]
+    train_defaults = schema.schema()["$defs"]["train_settings"]["properties"]
+    assert cfg["train"] == {key: rule["default"] for key, rule in train_defaults.items()}
     assert cfg["source"]["k"] == [10, 20, 100, 200] and cfg["source"]["temperature"] == 0.07
     assert cfg["resources"]["evaluate"] == {"gpu": 1, "cpus": 8, "mem_mb": 64000, "runtime": 120}
     assert cfg["synthetic"] == synthetic.DEFAULTS
-    partial = config.load({"source": {"enabled": False}, "resources": {"evaluate": {"gpu": 0}}})
+    partial = config.load({"resources": {"evaluate": {"gpu": 0}}})
     assert partial["resources"]["evaluate"] == {"gpu": 0, "cpus": 8, "mem_mb": 64000, "runtime": 120}
 
 
@@ -156,27 +182,36 @@ def test_config_readme_explains_every_key():
         for key, sub in node.get("properties", {}).items():
             name = f"{path}.{key}" if path else key
             assert f"`{name}`" in readme, f"config/README.md does not explain {name}"
-            target = whole["$defs"][sub["$ref"].split("/")[-1]] if "$ref" in sub else sub
-            walk(target, name)
+            walk(resolved(whole, sub), name)
 
-    whole = config.schema()
+    whole = schema.schema()
     walk(whole, "")
     walk(whole["$defs"]["experiment"], "experiments[]")
 
 
 def test_schema_method_names_are_the_registry():
-    item = config.schema()["$defs"]["experiment"]["properties"]["method"]
+    item = schema.schema()["$defs"]["experiment"]["properties"]["method"]
     assert sorted(item["enum"]) == sorted(methods.REGISTRY)
 
 
 KEYWORDS = {"description", "type", "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
             "items", "minItems", "maxItems", "uniqueItems", "pattern", "minLength", "properties",
-            "additionalProperties", "required", "$ref"}
+            "additionalProperties", "unevaluatedProperties", "required", "$ref"}
+
+
+def resolved(whole: dict, sub: dict) -> dict:
+    """A property's schema with `$ref`s (chains of them) followed into `$defs`."""
+    while "$ref" in sub and "properties" not in sub:
+        sub = whole["$defs"][sub["$ref"].split("/")[-1]]
+    if "$ref" in sub:  # a $ref beside own properties: both apply
+        base = resolved(whole, whole["$defs"][sub["$ref"].split("/")[-1]])
+        sub = {**sub, "properties": {**base.get("properties", {}), **sub["properties"]}}
+    return sub
 
 
 def test_every_schema_key_is_described_with_known_keywords_only():
     # A stray keyword is silently ignored by JSON Schema (e.g. a YAML flow mapping split at a comma).
-    jsonschema.Draft202012Validator.check_schema(config.schema())
+    jsonschema.Draft202012Validator.check_schema(schema.schema())
 
     def walk(node, path):
         for key, sub in node.get("properties", {}).items():
@@ -184,23 +219,23 @@ def test_every_schema_key_is_described_with_known_keywords_only():
             assert set(sub) <= KEYWORDS, f"{path}.{key} has unknown keywords {set(sub) - KEYWORDS}"
             walk(sub, f"{path}.{key}")
 
-    whole = config.schema()
+    whole = schema.schema()
     walk(whole, "config")
     for name, definition in whole["$defs"].items():
         walk(definition, f"$defs.{name}")
 
 
 def test_paper_config_resolves_to_the_paper_grid():
-    cfg = config.load(paper_raw())
-    specs = config.experiment_specs(cfg)
+    plan = Plan(config.load(paper_raw()))
+    specs = {name: run.spec for (_, name, _), run in plan.runs.items()}
     assert list(specs) == PAPER_NAMES
     lrs = {name: s["train"]["lr"] for name, s in specs.items()}
     assert lrs == {"full": 0.005, "top3": 0.005, "linear": 0.005, "lora_r4": 0.05, "lora_r8": 0.005,
                    "lora_r16": 0.05, "block_p1": 0.05, "block_p2": 0.05, "block_p3": 0.05, "block_p4": 0.05}
     assert specs["linear"]["train"]["warmup_steps"] == 100 and specs["full"]["train"]["warmup_steps"] == 500
     assert specs["top3"]["args"] == {"k": 3} and specs["block_p3"]["method"] == "block_expansion"
-    assert specs["full"]["data"]["train"] == "data/cifar100/train"
-    assert specs["full"]["checkpoint"] == "data/backbone/dino_vitbase16_pretrain.pth"
+    assert specs["full"]["data"]["train"] == f"{plan.targets['cifar100'].path}/train"
+    assert specs["full"]["checkpoint"].endswith("/dino_vitbase16_pretrain.pth")
     assert all(s["train"]["steps"] == 10000 and s["train"]["batch_size"] == 128 for s in specs.values())
     assert specs == {name: spec.resolve(s) for name, s in specs.items()}  # already resolved, nothing to add
 
@@ -210,7 +245,7 @@ def test_paper_figures_ride_along():
     assert list(figures) == PAPER_NAMES
     assert figures["full"] == {"params": 85900000, "target": 88.13, "source": 25.24}
     assert figures["block_p3"] == {"params": 21300000, "target": 88.58, "source": 74.61}
-    published = {  # PROTOCOL.md, the paper's table: (CIFAR-100, IN-1K)
+    published = {  # docs/protocol.md, the paper's table: (CIFAR-100, IN-1K)
         "full": (88.13, 25.24), "top3": (84.56, 74.15), "linear": (80.57, 76.11), "lora_r4": (87.91, 66.82),
         "lora_r8": (88.27, 65.99), "lora_r16": (87.84, 65.06), "block_p1": (82.72, 75.75),
         "block_p2": (86.70, 75.54), "block_p3": (88.58, 74.61), "block_p4": (89.09, 72.28),
@@ -218,73 +253,12 @@ def test_paper_figures_ride_along():
     assert {name: (f["target"], f["source"]) for name, f in figures.items()} == published
 
 
-def test_the_pretrained_spec_ignores_training_settings():
-    cfg = config.load(paper_raw())
-    changed = config.load({**paper_raw(), "train": {"steps": 5}})
-    assert config.pretrained_spec(cfg) == config.pretrained_spec(changed)
-    assert config.pretrained_spec(cfg)["checkpoint"] == cfg["backbone"]["checkpoint"]
-    assert config.experiment_specs(changed)["full"]["train"]["steps"] == 5
-
-
 def test_demo_config_is_the_same_grid_offline():
     cfg = config.load(DEMO)
-    specs = config.experiment_specs(cfg)
-    assert list(specs) == PAPER_NAMES
-    assert cfg["backbone"]["pretrain"] and cfg["target"]["dataset"] == "synthetic"
-    assert specs["full"]["data"]["train"] == "data/demo/synthetic/target/train"
-    assert config.paths(cfg)["source_bank"] == "data/demo/synthetic/source/train"
+    plan = Plan(cfg)
+    assert [name for _, name, _ in plan.runs] == PAPER_NAMES
+    assert cfg["backbone"]["pretrain"] and cfg["target"]["datasets"] == ["synthetic"]
+    run = plan.find("synthetic", "full", 0)
+    assert run.spec["data"]["train"] == f"{plan.synthetic.path}/target/train"
+    assert plan.source.info["bank"] == f"{plan.synthetic.path}/source/train"
     assert cfg["resources"]["train"]["gpu"] == 0
-
-
-# ---------------------------------------------------------------- settings files for rerun-only-what-changed
-
-
-def test_settings_files_are_rewritten_only_on_change(tmp_path):
-    path = tmp_path / "specs" / "a.yaml"
-    assert spec.write_if_changed({"lr": 0.1}, path) is True
-    os.utime(path, (1000, 1000))
-    assert spec.write_if_changed({"lr": 0.1}, path) is False
-    assert path.stat().st_mtime == 1000  # untouched: Snakemake sees no change
-    assert spec.write_if_changed({"lr": 0.2}, path) is True
-    assert path.stat().st_mtime > 1000 and yaml.safe_load(path.read_text()) == {"lr": 0.2}
-
-
-def stamp(path, *inputs):
-    """What a rule's STAMP writes: `sha256sum` of what the job read, then a run token."""
-    lines = [f"{config.sha256(name)}  {name}" for name in inputs] + ["run 2026-01-01T00:00:00.1Z"]
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
-def test_settle_dates_1970_only_what_every_reader_saw_as_it_is(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # stamps name files relative to the working directory, as in the workflow
-    spec.write_if_changed({"lr": 0.1}, "spec.yaml")
-    spec.write_if_changed({"k": [20]}, "knn.yaml")
-    stamp("train.sha256", "spec.yaml")
-    stamp("eval.sha256", "spec.yaml", "knn.yaml", "train.sha256")
-    tracked, stamps = ["spec.yaml", "knn.yaml", "train.sha256", "eval.sha256"], ["train.sha256", "eval.sha256"]
-    assert config.settle(tracked, stamps) == tracked  # as after a pull: nothing changed
-    assert all(os.stat(name).st_mtime == config.ANCIENT for name in tracked)
-
-    spec.write_if_changed({"lr": 0.2}, "spec.yaml")  # an edit: both readers saw the old spec
-    assert config.settle(tracked, stamps) == ["knn.yaml", "train.sha256", "eval.sha256"]
-    assert os.stat("spec.yaml").st_mtime > config.ANCIENT
-
-    stamp("train.sha256", "spec.yaml")  # retrained, then stopped before the evaluation
-    assert config.settle(tracked, stamps) == ["knn.yaml", "eval.sha256"]
-    assert os.stat("train.sha256").st_mtime > config.ANCIENT  # so the stale evaluation reruns
-
-
-def test_settle_ignores_missing_files_and_reads_only_digest_lines(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    spec.write_if_changed({"lr": 0.1}, "spec.yaml")
-    stamp("train.sha256", "spec.yaml")
-    assert config.read_stamp("train.sha256") == {"spec.yaml": config.sha256("spec.yaml")}
-    assert config.settle(["spec.yaml", "absent.yaml"], ["train.sha256", "absent.sha256"]) == ["spec.yaml"]
-
-
-def test_stage_settings_leave_out_the_imagenet_path():
-    base = config.load(paper_raw())
-    base["source"].update(enabled=True, imagenet_dir="/site/a")
-    other = {**base, "source": {**base["source"], "imagenet_dir": "/site/b"}}
-    assert config.stage_settings(base)["imagenet"] == config.stage_settings(other)["imagenet"]
-    assert "synthetic" not in config.stage_settings(base) and "pretrain" not in config.stage_settings(base)

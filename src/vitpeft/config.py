@@ -25,7 +25,9 @@ WORKFLOW_FILLED = {"seed": "the top-level `seeds` list", "curve_steps": "`curve.
 def load(source) -> dict:
     """Validate a config (a YAML path or a dict) and return it with every default filled."""
     where, raw = _read(source)
-    cfg = schema.apply(copy.deepcopy(raw) if raw is not None else {}, where)
+    raw = copy.deepcopy(raw) if raw is not None else {}
+    _check_workflow_filled(raw, where)
+    cfg = schema.apply(raw, where)
     _check_experiments(cfg, where)
     _check_curve(cfg, where)
     _check_datasets(cfg, where)
@@ -46,20 +48,29 @@ def _read(source):
         raise VitpeftError(f"{path.name} is not valid YAML: {error}") from None
 
 
+def _check_workflow_filled(raw, where: str) -> None:
+    """Keys of a spec's `train` that the workflow fills per run: a config naming them gets the reason."""
+    if not isinstance(raw, dict):
+        return
+    sections = [("train", raw.get("train"))]
+    experiments = raw.get("experiments")
+    if isinstance(experiments, list):
+        sections += [(f"experiments[{i}].train", exp.get("train")) for i, exp in enumerate(experiments)
+                     if isinstance(exp, dict)]
+    for here, train in sections:
+        for key, hint in WORKFLOW_FILLED.items():
+            if isinstance(train, dict) and key in train:
+                raise VitpeftError(f"{where}: {here}.{key}: set by the workflow from {hint}, not here")
+
+
 def _check_experiments(cfg: dict, where: str) -> None:
     seen = set()
-    for key, hint in WORKFLOW_FILLED.items():
-        if key in cfg["train"]:
-            raise VitpeftError(f"{where}: train.{key}: set by the workflow from {hint}, not here")
     for i, exp in enumerate(cfg["experiments"]):
         here = f"experiments[{i}]"
         if exp["name"] in seen or exp["name"] == PRETRAINED:
             reason = "is reserved for the untouched backbone" if exp["name"] == PRETRAINED else "is used twice"
             raise VitpeftError(f"{where}: {here}.name: {exp['name']!r} {reason}; experiment names must be unique")
         seen.add(exp["name"])
-        for key, hint in WORKFLOW_FILLED.items():
-            if key in exp["train"]:
-                raise VitpeftError(f"{where}: {here}.train.{key}: set by the workflow from {hint}, not here")
         schema.apply(merged_train(cfg, exp), where, "train", f"{here}.train")
 
 

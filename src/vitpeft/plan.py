@@ -256,8 +256,7 @@ class Plan:
         keys = [run.train.key for run in self.runs.values()]
         keys += [node.key for run in self.runs.values() for node in (run.target, run.source, run.curve) if node]
         keys += [node.key for node in (self.pretrained_source, *self.pretrained_target.values()) if node]
-        settings = {key: value for key, value in self.cfg.items() if key != "resources"}
-        key = key_of("report", settings, keys)
+        key = key_of("report", _report_settings(self.cfg), keys)
         return Node(key, f"{inside(self.results, 'provenance')}/report-{key}.json")
 
     def report_files(self) -> list:
@@ -265,6 +264,13 @@ class Plan:
         if self.cfg["curve"]["steps"]:
             names += ["curve.csv", "curve.png"]
         return [f"{self.results}/{name}" for name in names]
+
+
+def _report_settings(cfg: dict) -> dict:
+    """The config as the report reads it: without places (folders) and scheduler resources."""
+    settings = {key: value for key, value in cfg.items() if key not in ("data_dir", "resume_dir", "resources")}
+    settings["source"] = {key: value for key, value in cfg["source"].items() if key != "imagenet_dir"}
+    return settings
 
 
 def _checkpoint_name(name: str) -> str:

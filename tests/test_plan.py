@@ -1,0 +1,171 @@
+"""The plan: every output's key changes exactly when something it depends on changes.
+
+This is what rerun-only-what-changed rests on: Snakemake runs a job when its
+keyed output is missing, so an edit must give new keys to exactly the outputs
+it affects, and nothing else (no file dates, no machine-specific paths).
+"""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vitpeft import config, paths
+from vitpeft.errors import VitpeftError
+from vitpeft.plan import PRETRAINED, Plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def raw_paper() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def plan_of(raw: dict) -> Plan:
+    return Plan(config.load(copy.deepcopy(raw)))
+
+
+def keys(plan: Plan) -> dict:
+    """Every keyed output of the plan, by a name that does not depend on the keys."""
+    out = {"backbone": plan.backbone.key, "report": plan.report.key}
+    for name in ("source", "features", "curve_data", "pretrained_source"):
+        node = getattr(plan, name)
+        if node is not None:
+            out[name] = node.key
+    for dataset, node in plan.pretrained_target.items():
+        out[f"pretrained_target/{dataset}"] = node.key
+    for run in plan.runs.values():
+        for column in ("train", "target", "source", "curve"):
+            node = getattr(run, column)
+            if node is not None:
+                out[f"{column}/{run.label}"] = node.key
+    return out
+
+
+def changed(before: Plan, after: Plan) -> set:
+    a, b = keys(before), keys(after)
+    return {name for name in a.keys() | b.keys() if a.get(name) != b.get(name)}
+
+
+def run_outputs(dataset, exp, seed=0, columns=("train", "target", "source")) -> set:
+    return {f"{column}/{dataset}/{exp}/seed{seed}" for column in columns}
+
+
+def test_the_same_config_plans_the_same_keys_whatever_its_key_order_or_file_name():
+    raw = raw_paper()
+    shuffled = dict(reversed(list(raw.items())))
+    assert keys(plan_of(raw)) == keys(plan_of(shuffled))
+
+
+def test_editing_one_experiment_changes_only_its_outputs_and_the_report():
+    raw = raw_paper()
+    edited = copy.deepcopy(raw)
+    edited["experiments"][3]["train"]["lr"] = 0.02  # lora_r4
+    assert changed(plan_of(raw), plan_of(edited)) == run_outputs("cifar100", "lora_r4") | {"report"}
+
+
+def test_the_shared_train_section_changes_every_run_but_not_the_untouched_backbones_rows():
+    raw = raw_paper()
+    edited = copy.deepcopy(raw)
+    edited["train"]["momentum"] = 0.8
+    names = changed(plan_of(raw), plan_of(edited))
+    assert {name for name in names if "pretrained" in name or name in ("features", "source", "backbone")} == set()
+    assert run_outputs("cifar100", "full") <= names
+
+
+def test_adding_a_seed_adds_only_that_seeds_runs_and_removing_one_only_the_report():
+    raw = raw_paper()
+    more = copy.deepcopy(raw)
+    more["seeds"] = [0, 1]
+    before, after = plan_of(raw), plan_of(more)
+    added = {name for name in keys(after) if name not in keys(before)}
+    assert {name for name in changed(before, after) if name not in added} == {"report"}
+    assert all(name.endswith("/seed1") for name in added)
+    assert changed(after, before) - {name for name in keys(after) if name.endswith("/seed1")} == {"report"}
+
+
+def test_knn_settings_change_only_the_source_scores_and_the_head_less_target_knn():
+    raw = raw_paper()
+    edited = copy.deepcopy(raw)
+    edited["source"]["temperature"] = 0.1
+    names = changed(plan_of(raw), plan_of(edited))
+    expected = {f"source/cifar100/{exp['name']}/seed0" for exp in raw["experiments"] if exp["method"] != "linear"}
+    assert names == expected | {"pretrained_source", "pretrained_target/cifar100", "report"}
+
+
+def test_the_imagenet_folder_and_data_dir_are_places_not_content():
+    raw = raw_paper()
+    moved = copy.deepcopy(raw)
+    moved["source"]["imagenet_dir"] = "/site/ilsvrc2012"
+    moved["data_dir"] = "/scratch/vitpeft-data"
+    assert changed(plan_of(raw), plan_of(moved)) == set()
+    assert plan_of(moved).features.path.startswith("/scratch/vitpeft-data/features/")
+
+
+def test_preparing_imagenet_differently_reprepares_and_rescores_the_source_only():
+    raw = raw_paper()
+    edited = copy.deepcopy(raw)
+    edited["source"]["bank_per_class"] = 100
+    names = changed(plan_of(raw), plan_of(edited))
+    assert {"source", "features", "pretrained_source"} <= names
+    assert not any(name.startswith(("train/", "target/")) for name in names)
+
+
+def test_another_backbone_changes_everything_it_feeds():
+    raw = raw_paper()
+    edited = copy.deepcopy(raw)
+    edited["backbone"]["url"] = "https://example.org/other.pth"
+    names = changed(plan_of(raw), plan_of(edited))
+    assert {"backbone", "features"} <= names and run_outputs("cifar100", "full") <= names
+    assert "source" not in names  # the prepared ImageNet caches do not depend on the backbone
+
+
+def test_the_paper_grid_runs_ten_imagenet_passes_not_eighteen():
+    """The untouched backbone's features serve the pretrained row, linear probing and every routed view."""
+    plan = plan_of(raw_paper())
+    passes = [plan.features] + [run.source for run in plan.runs.values() if run.source is not None]
+    assert len(passes) == 10
+    assert plan.source_metrics(plan.find("cifar100", "linear", 0)) is plan.pretrained_source
+
+
+def test_curve_steps_add_step_zero_and_one_curve_job_per_run():
+    raw = raw_paper()
+    raw["curve"] = {"steps": [10, 100, 10000]}
+    plan = plan_of(raw)
+    assert plan.curve_steps() == [0, 10, 100, 10000]
+    assert all(run.spec["train"]["curve_steps"] == [0, 10, 100, 10000] for run in plan.runs.values())
+    assert all(run.curve is not None for run in plan.runs.values())
+    assert plan.curve_data.path.startswith("data/subsets/")
+
+
+def test_every_output_stays_inside_the_study_or_the_data_folder():
+    plan = plan_of(raw_paper())
+    for run in plan.runs.values():
+        for node in (run.train, run.target, run.source):
+            if node is not None:
+                assert node.path.startswith(f"results/{plan.name}/"), node.path
+    for node in (plan.features, plan.source, plan.backbone):
+        assert node.path.startswith(f"{plan.data}/"), node.path
+
+
+def test_a_job_with_a_stale_key_is_refused_with_the_reason():
+    plan = plan_of(raw_paper())
+    run = plan.find("cifar100", "full", 0)
+    assert plan.find("cifar100", "full", "0", run.train.key) is run
+    with pytest.raises(VitpeftError, match="the config changed since this job was planned"):
+        plan.find("cifar100", "full", 0, "0" * 12)
+    with pytest.raises(VitpeftError, match="no run cifar100/fulll/seed0"):
+        plan.find("cifar100", "fulll", 0)
+    assert plan.pretrained_spec()["name"] == PRETRAINED
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "/etc", "a\\b", "x\0y"])
+def test_inside_refuses_any_name_that_is_not_one_folder(name):
+    with pytest.raises(VitpeftError, match="cannot name a folder inside"):
+        paths.inside("results", "paper", name)
+
+
+def test_inside_joins_safe_names():
+    assert paths.inside("results", "paper", "runs", "lora_r8.v2") == "results/paper/runs/lora_r8.v2"
+    assert paths.inside("/abs/data", "imagenet") == "/abs/data/imagenet"
