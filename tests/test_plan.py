@@ -99,8 +99,9 @@ def test_the_imagenet_folder_and_data_dir_are_places_not_content():
     moved = copy.deepcopy(raw)
     moved["source"]["imagenet_dir"] = "/site/ilsvrc2012"
     moved["data_dir"] = "/scratch/vitpeft-data"
+    moved["cache_dir"] = "/scratch/vitpeft-cache"
     assert changed(plan_of(raw), plan_of(moved)) == set()
-    assert plan_of(moved).features.path.startswith("/scratch/vitpeft-data/features/")
+    assert plan_of(moved).features.path.startswith("/scratch/vitpeft-cache/features/")
 
 
 def test_preparing_imagenet_differently_reprepares_and_rescores_the_source_only():
@@ -136,7 +137,7 @@ def test_curve_steps_add_step_zero_and_one_curve_job_per_run():
     assert plan.curve_steps() == [0, 10, 100, 10000]
     assert all(run.spec["train"]["curve_steps"] == [0, 10, 100, 10000] for run in plan.runs.values())
     assert all(run.curve is not None for run in plan.runs.values())
-    assert plan.curve_data.path.startswith("data/subsets/")
+    assert plan.curve_data.path.startswith("cache/subsets/")
 
 
 def test_every_output_stays_inside_the_study_or_the_data_folder():
@@ -145,8 +146,9 @@ def test_every_output_stays_inside_the_study_or_the_data_folder():
         for node in (run.train, run.target, run.source):
             if node is not None:
                 assert node.path.startswith(f"results/{plan.name}/"), node.path
-    for node in (plan.features, plan.source, plan.backbone):
-        assert node.path.startswith(f"{plan.data}/"), node.path
+    assert plan.backbone.path.startswith(f"{plan.data}/backbone/"), plan.backbone.path
+    for node in (plan.features, plan.source):
+        assert node.path.startswith(f"{plan.cache}/"), node.path
 
 
 def test_a_job_with_a_stale_key_is_refused_with_the_reason():

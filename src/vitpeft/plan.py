@@ -76,6 +76,7 @@ class Plan:
         self.name = cfg["name"]
         self.results = inside("results", self.name)
         self.data = str(PurePosixPath(cfg["data_dir"]))
+        self.cache = str(PurePosixPath(cfg["cache_dir"]))
         self.knn = {key: cfg["source"][key] for key in ("k", "temperature", "mean", "std")}
         self.synthetic = self._synthetic()
         self.backbone = self._backbone()
@@ -143,7 +144,7 @@ class Plan:
                         {"bank": f"{path}/train", "queries": f"{path}/test", "output": self.synthetic.path})
         settings = {key: source[key] for key in ("bank_per_class", "query_per_class", "resize", "crop")}
         key = key_of("imagenet", settings)  # imagenet_dir left out: the same images elsewhere are the same bank
-        path = inside(self.data, "imagenet", key)
+        path = inside(self.cache, "imagenet", key)
         return Node(key, path, (), {"bank": f"{path}/bank", "queries": f"{path}/queries"})
 
     def _features(self) -> Node | None:
@@ -152,7 +153,7 @@ class Plan:
             return None
         model = self.cfg["backbone"]["model"]
         key = key_of("features", self.backbone.key, self.source.key, model, self.knn["mean"], self.knn["std"])
-        return Node(key, inside(self.data, "features", key), (self.backbone, self.source))
+        return Node(key, inside(self.cache, "features", key), (self.backbone, self.source))
 
     def _curve_data(self) -> Node | None:
         """The class-balanced source subsample every curve point is scored on."""
@@ -160,7 +161,7 @@ class Plan:
         if not curve["steps"] or self.source is None:
             return None
         key = key_of("subset", self.source.key, curve["bank_per_class"], curve["query_per_class"])
-        path = inside(self.data, "subsets", key)
+        path = inside(self.cache, "subsets", key)
         return Node(key, path, (self.source,), {"bank": f"{path}/bank", "queries": f"{path}/queries"})
 
     # ---------------------------------------------------------------- the untouched backbone's rows
@@ -268,7 +269,8 @@ class Plan:
 
 def _report_settings(cfg: dict) -> dict:
     """The config as the report reads it: without places (folders) and scheduler resources."""
-    settings = {key: value for key, value in cfg.items() if key not in ("data_dir", "resume_dir", "resources")}
+    places = ("data_dir", "cache_dir", "resume_dir", "resources")
+    settings = {key: value for key, value in cfg.items() if key not in places}
     settings["source"] = {key: value for key, value in cfg["source"].items() if key != "imagenet_dir"}
     return settings
 
