@@ -207,8 +207,8 @@ def _policy_layers(x, space_name, layers, fixed_bin, generator):
     order = ops.argsort(dim=1, stable=True)
     for layer in range(layers):
         out = torch.empty_like(x)
-        for name, idx in zip(names, order[layer].split(counts[layer])):
-            if len(idx):
+        for name, count, idx in zip(names, counts[layer], order[layer].split(counts[layer])):
+            if count:
                 out[idx] = OPS[name](x[idx], magnitudes[layer, idx])
         x = out
     return x
@@ -294,12 +294,17 @@ def warp(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     n, _, height, width = x.shape
     theta = inverse.to(x.dtype).view(n, 2, 3).transpose(1, 2)
     theta = theta / torch.tensor([0.5 * width, 0.5 * height], dtype=x.dtype, device=x.device)
-    xs = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, width, device=x.device, dtype=x.dtype)
-    ys = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=x.device, dtype=x.dtype)
-    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
-    base = torch.stack([grid_x, grid_y, torch.ones_like(grid_x)], -1)
-    grid = base.view(1, height * width, 3).matmul(theta).view(n, height, width, 2)
+    grid = centred_pixels(height, width, x.dtype, x.device).matmul(theta).view(n, height, width, 2)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+@functools.cache
+def centred_pixels(height, width, dtype, device):
+    """(x, y, 1) of every pixel centre relative to the image centre, 1 x HW x 3."""
+    xs = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, width, device=device, dtype=dtype)
+    ys = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=device, dtype=dtype)
+    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
+    return torch.stack([grid_x, grid_y, torch.ones_like(grid_x)], -1).view(1, height * width, 3)
 
 
 OPS = {
