@@ -2,19 +2,12 @@
 
 CIFAR-100 is read straight from its python-pickle archive (the safe pickle
 reader is shared with vitpeft.targets, which reads CIFAR-10/100 as
-torchvision extracts them); ImageNet from the user's ImageFolder copy
-(train/ and val/ with one folder per class), each image decoded once with
-DINO's evaluation preprocessing (Resize(256, bicubic), CenterCrop(224)) and
-written into a memory-mapped .npy, so the 1.28M-image bank never has to fit
-in RAM.
+torchvision extracts them). ImageNet lives in vitpeft.imagenet (sharded,
+one job per shard); its entry points stay importable from here.
 """
 
 import io
-import multiprocessing
-import os
 import pickle
-import shutil
-import sys
 import tarfile
 import zlib
 from pathlib import Path
@@ -23,12 +16,11 @@ import numpy as np
 
 from vitpeft import store
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import atomic_path, write_json
+from vitpeft.fileio import atomic_path
+from vitpeft.imagenet import check_imagenet, prepare_imagenet  # noqa: F401  (moved there; still importable here)
 
 CIFAR_MEMBERS = {"train": "cifar-100-python/train", "test": "cifar-100-python/test", "meta": "cifar-100-python/meta"}
 CIFAR_CLASSES = 100
-# torchvision's ImageFolder extensions
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 # ---------------------------------------------------------------- CIFAR-100
@@ -116,147 +108,3 @@ def cifar_arrays(part: dict, where: str, num_classes: int):
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise VitpeftError(f"{where} has labels outside 0..{num_classes - 1}")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
-
-
-# ---------------------------------------------------------------- ImageNet layout
-
-
-def check_imagenet(root) -> dict:
-    """Check root/train and root/val hold the same class folders, none empty; cheap (directory listings only).
-
-    Returns {"classes": [...], "train": count, "val": count}.
-    """
-    listings = _scan_imagenet(Path(root))
-    return {
-        "classes": sorted(listings["train"]),
-        **{split: sum(len(files) for files in listing.values()) for split, listing in listings.items()},
-    }
-
-
-def _scan_imagenet(root: Path) -> dict:
-    """{"train": {class: sorted image names}, "val": {...}}, refusing a malformed layout."""
-    if not root.is_dir():
-        raise VitpeftError(f"ImageNet root not found: {root}")
-    listings = {split: _class_listing(root, split) for split in ("train", "val")}
-    train, val = (set(listings[split]) for split in ("train", "val"))
-    if train != val:
-        only_train, only_val = sorted(train - val), sorted(val - train)
-        raise VitpeftError(
-            f"{root}: train/ and val/ have different class folders "
-            f"({len(only_train)} only in train, e.g. {only_train[:3]}; {len(only_val)} only in val, e.g. {only_val[:3]})"
-        )
-    return listings
-
-
-def _class_listing(root: Path, split: str) -> dict:
-    """{class name: sorted image file names} for root/split."""
-    folder = root / split
-    if not folder.is_dir():
-        raise VitpeftError(f"{root} lacks {split}/ (expected ImageFolder layout: {split}/<class>/<image>)")
-    with os.scandir(folder) as entries:
-        entries = [e for e in entries if not e.name.startswith(".")]
-    classes = sorted(e.name for e in entries if e.is_dir())
-    if not classes:
-        loose = sum(e.is_file() for e in entries)
-        hint = f" but {loose} loose files: sort them into class folders" if loose else ""
-        raise VitpeftError(f"{folder} has no class folders{hint}")
-    listing = {name: _images_in(folder / name) for name in classes}
-    empty = [name for name, files in listing.items() if not files]
-    if empty:
-        raise VitpeftError(f"{folder}: {len(empty)} class folders hold no images, e.g. {empty[0]}")
-    return listing
-
-
-def _images_in(folder: Path) -> list:
-    with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file())
-
-
-# ---------------------------------------------------------------- ImageNet caches
-
-
-def prepare_imagenet(root, out, bank_per_class=None, query_per_class=None, resize=256, crop=224, workers=None) -> dict:
-    """Write out/bank (from train/) and out/queries (from val/), decoded and cropped once.
-
-    Labels index the sorted class folders (torchvision's ImageFolder order);
-    a per-class limit keeps the first N files in sorted order.
-    """
-    root, out = Path(root), Path(out)
-    for name, value in (("bank-per-class", bank_per_class), ("query-per-class", query_per_class)):
-        if value is not None and value < 1:
-            raise VitpeftError(f"--{name} must be positive, got {value}")
-    if crop < 1 or resize < crop:
-        raise VitpeftError(f"need 1 <= crop <= resize, got resize {resize}, crop {crop}")
-    listings = _scan_imagenet(root)
-    classes = sorted(listings["train"])
-    plan = {
-        "bank": ("train", *_file_list(root / "train", listings["train"], classes, bank_per_class)),
-        "queries": ("val", *_file_list(root / "val", listings["val"], classes, query_per_class)),
-    }
-    _check_free_space(out, sum(len(paths) for _, paths, _ in plan.values()) * crop * crop * 3)
-    workers = workers or min(os.cpu_count() or 1, 16)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        for part, (split, paths, labels) in plan.items():
-            _write_decoded(tmp / part, paths, labels, classes, resize, crop, workers, source=str(root / split))
-    return {part: len(paths) for part, (_, paths, _) in plan.items()}
-
-
-def _check_free_space(out: Path, needed: int) -> None:
-    # The images go into a memory-mapped file: a full disk would kill the process (SIGBUS), not raise.
-    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    free = shutil.disk_usage(existing).free
-    if needed > free:
-        raise VitpeftError(f"{out} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free there")
-
-
-def _file_list(folder: Path, listing: dict, classes: list, per_class):
-    paths, labels = [], []
-    for index, name in enumerate(classes):
-        files = listing[name][:per_class]
-        paths += [str(folder / name / f) for f in files]
-        labels += [index] * len(files)
-    return paths, np.asarray(labels, dtype=np.int64)
-
-
-def _write_decoded(folder: Path, paths, labels, classes, resize, crop, workers, source) -> None:
-    """The store's format (images.npy, labels.npy, meta.json), with images filled in place on disk."""
-    folder.mkdir()
-    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=(len(paths), crop, crop, 3))
-    decode = _Decoder(resize, crop)
-    context = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork")
-    with context.Pool(workers) as pool:
-        for i, (path, image) in enumerate(pool.imap(decode, paths, chunksize=32)):
-            if isinstance(image, str):
-                raise VitpeftError(f"cannot read image {path}: {image}")
-            images[i] = image
-            if (i + 1) % 10000 == 0:
-                print(f"{folder.name}: {i + 1}/{len(paths)} images", file=sys.stderr, flush=True)
-    images.flush()
-    del images
-    np.save(folder / "labels.npy", labels)
-    write_json(folder / "meta.json", {"classes": classes, "source": source, "count": len(labels)})
-
-
-class _Decoder:
-    """DINO's evaluation transform: Resize(resize, bicubic) of the shorter side, then CenterCrop(crop).
-
-    Runs in pool workers; returns (path, uint8 array) or (path, error text) so
-    the parent can name the file.
-    """
-
-    def __init__(self, resize: int, crop: int):
-        self.resize, self.crop = resize, crop
-
-    def __call__(self, path: str):
-        from PIL import Image
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as TF
-
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except Exception as error:  # PIL raises many types for bad files
-            return path, f"{type(error).__name__}: {error}"
-        image = TF.resize(image, self.resize, interpolation=InterpolationMode.BICUBIC)
-        return path, np.asarray(TF.center_crop(image, self.crop), dtype=np.uint8)

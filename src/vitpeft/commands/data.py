@@ -1,8 +1,9 @@
-"""Data subcommands: download, prepare-cifar100, fetch-checkpoint, check-imagenet, prepare-imagenet."""
+"""Data subcommands: download, prepare-cifar100, fetch-checkpoint, check-imagenet, prepare-imagenet,
+prepare-imagenet-shard, index-imagenet."""
 
 import json
 
-from vitpeft import datasets, download
+from vitpeft import datasets, download, imagenet
 from vitpeft.errors import VitpeftError
 
 
@@ -12,6 +13,8 @@ def register(subparsers) -> None:
     _register_fetch_checkpoint(subparsers)
     _register_check_imagenet(subparsers)
     _register_prepare_imagenet(subparsers)
+    _register_prepare_imagenet_shard(subparsers)
+    _register_index_imagenet(subparsers)
 
 
 def _register_download(subparsers) -> None:
@@ -71,26 +74,73 @@ def _register_check_imagenet(subparsers) -> None:
 
 
 def _check_imagenet(args) -> int:
-    summary = datasets.check_imagenet(args.root)
+    summary = imagenet.check_imagenet(args.root)
     print(json.dumps({"classes": len(summary["classes"]), "train": summary["train"], "val": summary["val"]}))
     return 0
 
 
+def _add_preprocessing(parser) -> None:
+    parser.add_argument("--resize", type=int, default=256, help="shorter side, bicubic (DINO: 256)")
+    parser.add_argument("--crop", type=int, default=224, help="centre crop (DINO: 224)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: this job's CPUs)")
+
+
 def _register_prepare_imagenet(subparsers) -> None:
-    parser = subparsers.add_parser("prepare-imagenet", help="decode ImageNet once into OUT/bank and OUT/queries")
+    parser = subparsers.add_parser(
+        "prepare-imagenet", help="decode ImageNet into OUT/bank and OUT/queries in one process (small copies)"
+    )
     parser.add_argument("--root", required=True, help="ImageFolder copy with train/ and val/")
     parser.add_argument("--out", required=True)
     parser.add_argument("--bank-per-class", type=int, default=None, help="first N train images per class (default: all)")
     parser.add_argument("--query-per-class", type=int, default=None, help="first N val images per class (default: all)")
-    parser.add_argument("--resize", type=int, default=256, help="shorter side, bicubic (DINO: 256)")
-    parser.add_argument("--crop", type=int, default=224, help="centre crop (DINO: 224)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs, at most 16)")
+    _add_preprocessing(parser)
+    parser.add_argument("--shards", type=int, default=1, help="shards per split, written one after another (default 1)")
     parser.set_defaults(func=_prepare_imagenet)
 
 
 def _prepare_imagenet(args) -> int:
-    counts = datasets.prepare_imagenet(
-        args.root, args.out, args.bank_per_class, args.query_per_class, args.resize, args.crop, args.workers
+    counts = imagenet.prepare_imagenet(
+        args.root, args.out, args.bank_per_class, args.query_per_class, args.resize, args.crop, args.workers, args.shards
     )
     print(f"wrote {args.out}: {counts['bank']} bank and {counts['queries']} query images")
+    return 0
+
+
+def _register_prepare_imagenet_shard(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prepare-imagenet-shard",
+        help="decode one shard of an ImageNet split into OUT/bank (train) or OUT/queries (val); skips a finished shard",
+    )
+    parser.add_argument("--root", required=True, help="ImageFolder copy with train/ and val/")
+    parser.add_argument("--split", required=True, choices=list(imagenet.PARTS), help="train -> OUT/bank, val -> OUT/queries")
+    parser.add_argument("--shard", type=int, required=True, help="which shard, 0..N-1")
+    parser.add_argument("--shards", type=int, required=True, help="N: the split's images cut into N contiguous ranges")
+    parser.add_argument("--out", required=True, help="the ImageNet cache folder (bank/ and queries/ inside)")
+    parser.add_argument("--per-class", type=int, default=None, help="first K images per class of the split (default: all)")
+    _add_preprocessing(parser)
+    parser.set_defaults(func=_prepare_imagenet_shard)
+
+
+def _prepare_imagenet_shard(args) -> int:
+    meta = imagenet.prepare_shard(
+        args.root, args.split, args.shard, args.shards, args.out, args.per_class, args.resize, args.crop, args.workers
+    )
+    rows = meta["shard"]
+    print(f"shard {args.shard}/{args.shards} {args.split}: {meta['count']} images (rows {rows['start']} to "
+          f"{rows['stop'] - 1} of {meta['total']}) ready")
+    return 0
+
+
+def _register_index_imagenet(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "index-imagenet", help="check all shards of OUT/bank and OUT/queries, then index them for the k-NN"
+    )
+    parser.add_argument("--out", required=True, help="the ImageNet cache folder the shard jobs wrote")
+    parser.add_argument("--shards", type=int, required=True, help="N, as given to prepare-imagenet-shard")
+    parser.set_defaults(func=_index_imagenet)
+
+
+def _index_imagenet(args) -> int:
+    counts = imagenet.index_imagenet(args.out, args.shards)
+    print(f"indexed {args.out}: {counts['bank']} bank and {counts['queries']} query images in {args.shards} shards each")
     return 0
