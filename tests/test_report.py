@@ -1,81 +1,289 @@
-"""The report: table values, grouping and paper differences from hand-written metric files."""
+"""The report, from hand-written metrics files at the paths a real Plan names.
 
+Stds are sample stds (ddof=1): for two seeds a and b, |a - b| / sqrt(2).
+"""
+
+import hashlib
+import json
 import math
+import os
 
 import pandas as pd
 import pytest
+import yaml
+from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from vitpeft import config, report
 from vitpeft.cli import main
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import write_json
+from vitpeft.plan import Plan
 
-CONFIG = """
-name: t
-backbone: {pretrain: true}
-target: {dataset: synthetic, num_classes: 10}
-source: {dataset: synthetic}
-synthetic: {target_classes: 10}
-experiments:
-  - {name: block_p1, method: block_expansion, args: {p: 1}, paper: {params: 7200000, target: 82.72, source: 75.75}}
-  - {name: full, method: full, paper: {params: 85900000, target: 88.13, source: 25.24}}
-  - {name: lora_r4, method: lora, args: {r: 4}, paper: {params: 301000, target: 87.91, source: 66.82}}
-  - {name: linear, method: linear}
-"""
-
-# name: (trainable params, target top1, source k=20, routed k=20 or None)
+SQRT2 = math.sqrt(2)
+EXPERIMENTS = [  # config order; the report regroups them by family
+    {"name": "block_p1", "method": "block_expansion", "args": {"p": 1},
+     "paper": {"params": 7200000, "target": 82.72, "source": 75.75}},
+    {"name": "full", "method": "full", "paper": {"params": 85900000, "target": 88.13, "source": 25.24}},
+    {"name": "lora_r4", "method": "lora", "args": {"r": 4},
+     "paper": {"params": 301000, "target": 87.91, "source": 66.82}},
+    {"name": "linear", "method": "linear"},
+]  # fmt: skip
+# name: (trainable params, {seed: (target top1, source k=20 or None = the untouched backbone's, routed k=20)})
 FIGURES = {
-    "full": (85875556, 90.0, 30.0, None),
-    "linear": (76900, 80.0, 76.0, None),
-    "lora_r4": (224356, 88.0, 60.0, 75.5),
-    "block_p1": (7164772, 84.0, 74.0, 76.0),
+    "full": (85875556, {0: (90.0, 30.0, None), 1: (92.0, 34.0, None)}),
+    "linear": (76900, {0: (80.0, None, None), 1: (82.0, None, None)}),
+    "lora_r4": (224356, {0: (88.0, 60.0, 75.5), 1: (86.0, 62.0, 75.5)}),
+    "block_p1": (7164772, {0: (84.0, 74.0, 76.0), 1: (84.0, 72.0, 76.0)}),
 }
+PRETRAINED_SOURCE, PRETRAINED_TARGET = 76.0, 40.0
+CIFAR_SHIFT = 1.0  # cifar100's target figures are synthetic's + 1, so the blocks tell apart
+# (experiment, seed): source k-NN on the curve's subsample at steps 0, 5, 10, 20 and for the kept weights
+CURVES = {
+    ("full", 0): (80.0, 40.0, 20.0, 10.0, 12.0),  # 75% lost at step 10
+    ("full", 1): (60.0, 30.0, 21.0, 15.0, 14.0),  # 65% lost at step 10
+}
+STEADY = (80.0, 79.0, 78.0, 77.0, 76.0)  # the other runs: 2.5% lost at step 10
 
 
-@pytest.fixture
-def results(tmp_path):
-    path = tmp_path / "demo.yaml"
-    path.write_text(CONFIG)
-    metrics, runs = tmp_path / "metrics", tmp_path / "runs"
-    write_json(metrics / "pretrained" / "target.json", {"metric": "knn", "top1": 40.0, "top5": None})
-    write_json(metrics / "pretrained" / "source.json", _source(76.0, None))
-    for name, (params, target, source, routed) in FIGURES.items():
-        write_json(metrics / name / "target.json", {"metric": "classifier", "top1": target, "top5": 99.0})
-        write_json(metrics / name / "source.json", _source(source, routed))
-        write_json(runs / name / "summary.json", {"trainable_params": params})
-    return path, metrics, runs
+def study(datasets=("synthetic", "cifar100"), seeds=(0, 1), curve=True, source=True) -> dict:
+    return {
+        "name": "t",
+        "seeds": list(seeds),
+        "backbone": {"pretrain": True},
+        "target": {"datasets": list(datasets)},
+        "source": {"dataset": "synthetic", "enabled": source, "k": [10, 20]},
+        "train": {"steps": 50},
+        "curve": {"steps": [5, 10, 20] if curve else []},
+        "experiments": EXPERIMENTS,
+    }
 
 
-def _source(top20, routed20):
+def _source(top20, routed20=None) -> dict:
     routed = None if routed20 is None else {"10": routed20 - 1, "20": routed20}
     return {"metric": "knn", "knn": {"10": top20 - 1, "20": top20}, "routed": routed, "headline_k": 20}
 
 
-def test_rows_are_grouped_as_in_the_paper_with_pretrained_first(results):
-    path, metrics, runs = results
-    table = report.build_table(config.load(path), metrics, runs)
-    assert table["experiment"].tolist() == ["pretrained", "full", "linear", "lora_r4", "block_p1"]
-    assert table["family"].tolist() == ["Pretrained", "Standard fine-tuning", "Standard fine-tuning", "LoRA", "Block Expansion"]
+def _curve(sources, target_final) -> dict:
+    points = [
+        {"step": step, "target_acc": 10.0 + step, "source_acc": acc, "source_knn": {"20": acc}, "final": False}
+        for step, acc in zip((0, 5, 10, 20), sources)
+    ]
+    points.append({"step": 50, "target_acc": target_final, "source_acc": sources[-1], "final": True})
+    return {"points": points, "headline_k": 20}
 
 
-def test_values_means_and_paper_differences(results):
-    path, metrics, runs = results
-    table = report.build_table(config.load(path), metrics, runs).set_index("experiment")
-    full = table.loc["full"]
-    assert (full.trainable_params, full.target_acc, full.source_acc) == (85875556, 90.0, 30.0)
-    assert full["mean"] == 60.0
-    assert full.paper_mean == pytest.approx(56.685)
-    assert full.diff_target_acc == pytest.approx(90.0 - 88.13)
-    assert full.diff_source_acc == pytest.approx(30.0 - 25.24)
-    assert full.diff_mean == pytest.approx(60.0 - 56.685)
+def write_metrics(plan: Plan) -> None:
+    """Every file the plan names, with the figures above (a real run's formats)."""
+    for dataset, node in plan.pretrained_target.items():
+        write_json(node.path, {"metric": "knn", "top1": PRETRAINED_TARGET, "top5": None})
+    if plan.pretrained_source:
+        write_json(plan.pretrained_source.path, _source(PRETRAINED_SOURCE))
+    for (dataset, name, seed), run in plan.runs.items():
+        params, seeds = FIGURES[name]
+        target, source, routed = seeds[seed]
+        target += CIFAR_SHIFT if dataset == "cifar100" else 0.0
+        write_json(run.target.path, {"metric": "classifier", "top1": target, "top5": 99.0})
+        if run.source:
+            write_json(run.source.path, _source(source, routed))
+        write_json(f"{run.train.path}/summary.json", {"trainable_params": params, "selected_step": 50})
+        if run.curve:
+            write_json(run.curve.path, _curve(CURVES.get((name, seed), STEADY), target))
+
+
+@pytest.fixture
+def made(tmp_path, monkeypatch):
+    """make(**study settings) -> the Plan, with every metrics file written (paths relative to tmp_path)."""
+    monkeypatch.chdir(tmp_path)
+
+    def make(**settings) -> Plan:
+        plan = Plan(config.load(study(**settings)))
+        write_metrics(plan)
+        return plan
+
+    return make
+
+
+def row(table: pd.DataFrame, dataset: str, experiment: str):
+    return table.set_index(["dataset", "experiment"]).loc[(dataset, experiment)]
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def test_the_table_holds_means_sample_stds_and_seed_counts(made):
+    table = report.build(made()).table
+    full = row(table, "synthetic", "full")
+    assert (full.n_seeds, full.trainable_params) == (2, 85875556)
+    assert (full.target_acc, full.source_acc, full["mean"]) == (91.0, 32.0, 61.5)
+    assert full.target_acc_std == pytest.approx(SQRT2)  # 90 and 92
+    assert full.source_acc_std == pytest.approx(2 * SQRT2)  # 30 and 34
+    assert full.mean_std == pytest.approx(3 / SQRT2)  # 60 and 63
     assert math.isnan(full.source_acc_routed)
-    assert table.loc["lora_r4"].source_acc_routed == 75.5
-    linear = table.loc["linear"]  # no paper figures in this config
-    assert math.isnan(linear.paper_target_acc) and math.isnan(linear.diff_mean)
-    pretrained = table.loc["pretrained"]
-    assert pretrained.target_metric == "knn" and pretrained["mean"] == 58.0
-    assert math.isnan(pretrained.trainable_params)
+    linear = row(table, "synthetic", "linear")  # the untouched backbone's source score, both seeds
+    assert (linear.source_acc, linear.source_acc_std) == (PRETRAINED_SOURCE, 0.0)
+    lora = row(table, "synthetic", "lora_r4")
+    assert (lora.source_acc_routed, lora.source_acc_routed_std) == (75.5, 0.0)
+    pretrained = row(table, "synthetic", "pretrained")
+    assert (pretrained.n_seeds, pretrained.target_metric, pretrained["mean"]) == (1, "knn", 58.0)
+    assert math.isnan(pretrained.target_acc_std) and pd.isna(pretrained.trainable_params)
+
+
+def test_per_seed_rows_keep_every_run(made):
+    per_seed = report.build(made()).per_seed
+    assert len(per_seed) == 2 * 4 * 2  # datasets x experiments x seeds
+    full = per_seed.set_index(["dataset", "experiment", "seed"]).loc[("cifar100", "full", 1)]
+    assert (full.target_acc, full.source_acc, full.selected_step, full.method) == (93.0, 34.0, 50, "full")
+
+
+def test_one_seed_leaves_the_stds_blank(made):
+    table = report.build(made(seeds=[1])).table
+    assert table["n_seeds"].eq(1).all() and table["target_acc_std"].isna().all()
+    assert row(table, "synthetic", "full").target_acc == 92.0
+
+
+# ---------------------------------------------------------------- datasets and the paper
+
+
+def test_one_block_per_dataset_each_led_by_the_untouched_backbone(made):
+    table = report.build(made()).table
+    order = ["pretrained", "full", "linear", "lora_r4", "block_p1"]  # families in the paper's order
+    assert list(zip(table["dataset"], table["experiment"])) == [
+        *[("synthetic", name) for name in order], *[("cifar100", name) for name in order]
+    ]
+    assert table["family"].tolist()[:5] == [
+        "Pretrained", "Standard fine-tuning", "Standard fine-tuning", "LoRA", "Block Expansion"
+    ]  # fmt: skip
+    assert row(table, "cifar100", "full").target_acc == 92.0  # the cifar100 files, not synthetic's
+
+
+def test_paper_figures_sit_on_cifar100_rows_only_when_there_are_several_datasets(made):
+    table = report.build(made()).table
+    full = row(table, "cifar100", "full")
+    assert (full.paper_params, full.paper_target_acc, full.paper_source_acc) == (85900000, 88.13, 25.24)
+    assert full.paper_mean == pytest.approx(56.685)
+    assert full.diff_target_acc == pytest.approx(92.0 - 88.13)
+    assert full.diff_mean == pytest.approx(62.0 - 56.685)
+    assert table[table["dataset"] == "synthetic"][["paper_target_acc", "diff_mean"]].isna().all().all()
+
+
+def test_a_single_dataset_shows_the_paper_on_every_row(made):
+    table = report.build(made(datasets=["synthetic"])).table
+    assert row(table, "synthetic", "full").paper_source_acc == 25.24
+    assert math.isnan(row(table, "synthetic", "linear").paper_target_acc)  # the config gives it none
+
+
+def test_source_column_off_leaves_the_source_figures_blank(made):
+    built = report.build(made(source=False, curve=False))
+    assert built.table["source_acc"].isna().all() and built.table["target_acc"].notna().all()
+    assert built.curve is None
+
+
+# ---------------------------------------------------------------- the curve and the claim
+
+
+def test_curve_rows_come_from_the_curve_steps_with_the_final_point_in_the_table(made):
+    built = report.build(made())
+    curve = built.curve.set_index(["dataset", "experiment", "seed"])
+    full = curve.loc[("synthetic", "full", 0)]
+    assert full["step"].tolist() == [0, 5, 10, 20]  # the final point is not a curve step
+    assert full["source_acc"].tolist() == [80.0, 40.0, 20.0, 10.0]
+    assert full["target_acc"].tolist() == [10.0, 15.0, 20.0, 30.0]
+    per_seed = built.per_seed.set_index(["dataset", "experiment", "seed"])
+    assert per_seed.loc[("synthetic", "full", 1), "source_acc_subsample"] == 14.0
+    full_row = row(built.table, "synthetic", "full")
+    assert (full_row.source_acc_subsample, full_row.source_acc_subsample_std) == (13.0, pytest.approx(SQRT2))
+
+
+def test_the_early_source_loss_reads_the_papers_claim(made):
+    table = report.build(made()).table
+    full = row(table, "synthetic", "full")
+    # seed 0: (80 - 20) / 80 = 75%; seed 1: (60 - 21) / 60 = 65% -> 70 ± 5 * sqrt(2)
+    assert (full.early_step, full.early_source_loss) == (10, pytest.approx(70.0))
+    assert full.early_source_loss_std == pytest.approx(5 * SQRT2)
+    assert row(table, "cifar100", "lora_r4").early_source_loss == pytest.approx(2.5)  # (80 - 78) / 80
+    assert pd.isna(row(table, "synthetic", "pretrained").early_step)
+
+
+def test_the_early_step_is_the_first_curve_step_at_or_after_ten():
+    points = [report.Point(step, 0.0, acc, False) for step, acc in ((0, 50.0), (4, 45.0), (16, 40.0), (32, 10.0))]
+    assert report.early_source_loss(points) == (16, pytest.approx(20.0))
+    assert all(math.isnan(value) for value in report.early_source_loss(points[:2]))  # no step >= 10
+
+
+def test_a_curve_ending_before_step_ten_says_the_claim_cannot_be_read(made):
+    plan = Plan(config.load({**study(), "curve": {"steps": [5]}}))
+    write_metrics(plan)
+    for run in plan.runs.values():
+        write_json(run.curve.path, {"points": [
+            {"step": 0, "target_acc": 1.0, "source_acc": 80.0, "final": False},
+            {"step": 5, "target_acc": 2.0, "source_acc": 70.0, "final": False},
+            {"step": 50, "target_acc": 3.0, "source_acc": 60.0, "final": True},
+        ]})  # fmt: skip
+    built = report.build(plan)
+    assert built.early_step is None and built.table["early_source_loss"].isna().all()
+    assert "no step at or after 10: add one to curve.steps" in report.markdown(built)
+
+
+def test_curve_csv_has_exactly_the_five_columns_for_one_dataset(made, tmp_path):
+    plan = made(datasets=["synthetic"])
+    report.write(report.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    curve = pd.read_csv("out/curve.csv")
+    assert curve.columns.tolist() == ["experiment", "seed", "step", "target_acc", "source_acc"]
+    assert len(curve) == 4 * 2 * 4  # experiments x seeds x curve steps
+
+
+def test_curve_csv_leads_with_the_dataset_when_there_are_several(made, tmp_path):
+    plan = made()
+    report.write(report.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    curve = pd.read_csv("out/curve.csv")
+    assert curve.columns.tolist() == ["dataset", "experiment", "seed", "step", "target_acc", "source_acc"]
+    assert set(curve["dataset"]) == {"synthetic", "cifar100"}
+    with Image.open("out/curve.png") as image:
+        assert image.format == "PNG" and image.height > image.width / 2  # two rows of panels
+
+
+def test_without_curve_steps_no_curve_files_and_no_claim(made, tmp_path):
+    plan = made(curve=False)
+    text = report.write(report.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    assert not os.path.exists("out/curve.csv") and not os.path.exists("out/curve.png")
+    assert "Forgetting early" not in text and "Source lost" not in text
+
+
+# ---------------------------------------------------------------- the plots
+
+
+def test_the_tradeoff_plot_draws_error_bars_with_seeds_and_one_panel_per_dataset(made):
+    figure = report.tradeoff_figure(report.build(made()))
+    axes = figure.axes
+    assert [ax.get_title() for ax in axes] == [
+        "synthetic: stability-plasticity trade-off", "cifar100: stability-plasticity trade-off"
+    ]  # fmt: skip
+    bars = [container for container in axes[0].containers if isinstance(container, ErrorbarContainer)]
+    assert len(bars) == 3  # one per family
+    assert "target accuracy (%)" in axes[0].get_xlabel() and "(%)" in axes[0].get_ylabel()
+
+
+def test_one_seed_draws_no_error_bars_and_another_picture(made, tmp_path):
+    one = report.tradeoff_figure(report.build(made(seeds=[0], datasets=["synthetic"])))
+    assert not any(isinstance(c, ErrorbarContainer) for ax in one.axes for c in ax.containers)
+    two = report.tradeoff_figure(report.build(made(seeds=[0, 1], datasets=["synthetic"])))
+    one.savefig(tmp_path / "one.png", format="png")
+    two.savefig(tmp_path / "two.png", format="png")
+    assert (tmp_path / "one.png").read_bytes() != (tmp_path / "two.png").read_bytes()
+
+
+def test_the_curve_plot_has_a_source_and_a_target_panel_per_dataset_with_bands(made):
+    figure = report.curve_figure(report.build(made()))
+    assert len(figure.axes) == 4
+    source = figure.axes[0]
+    assert source.get_xscale() == "symlog" and source.get_xlim()[0] == 0  # step 0 on the log axis
+    assert "source k-NN accuracy (%)" in source.get_ylabel()
+    assert [line.get_label() for line in source.get_lines()] == ["block_p1", "full", "lora_r4", "linear"]
+    assert len(source.collections) == 4  # a std band per experiment
+
+
+# ---------------------------------------------------------------- text
 
 
 def test_human_readable_counts():
@@ -87,61 +295,183 @@ def test_human_readable_counts():
     assert report.human_count(math.nan) == ""
 
 
-def test_report_command_writes_every_file_and_prints_the_table(results, tmp_path, capsys):
-    path, metrics, runs = results
-    out = tmp_path / "out"
-    assert main(["report", "--config", str(path), "--metrics", str(metrics), "--runs", str(runs), "--out", str(out)]) == 0
+def test_markdown_shows_mean_and_std_per_dataset_block_and_the_claim(made):
+    built = report.build(made())
+    text = report.markdown(built)
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:3] == ["Dataset", "Family", "Experiment"] and header[-1] == "Source lost at step 10 (%)"
+    cells = [cell.strip() for cell in next(line for line in lines if "| full " in line).strip("|").split("|")]
+    assert cells[:8] == ["", "Standard fine-tuning", "full", "85.9M", "", "91.00 ± 1.41", "", ""]
+    assert cells[-1] == "70.00 ± 7.07"
+    cifar = [cell.strip() for cell in lines[2 + 5 + 1].strip("|").split("|")]  # cifar100's full row
+    assert cifar[:6] == ["", "Standard fine-tuning", "full", "85.9M", "85.9M", "92.00 ± 1.41"]
+    assert cifar[6:9] == ["88.13", "+3.87", "32.00 ± 2.83"]
+    pretrained = [cell.strip() for cell in lines[2].strip("|").split("|")]  # each block opens with it
+    assert pretrained[:3] == ["synthetic", "Pretrained", "pretrained"] and pretrained[5] == "40.00 (k-NN)"
+    assert lines[7].strip("| ").startswith("cifar100")
+    assert "mean ± sample std (ddof=1) over 2 seeds (0, 1)" in text
+    assert "lost at step 10, the first curve step ≥ 10" in text
+    assert "- synthetic / full: 70.00 ± 7.07%\n" in text
+    assert "- cifar100 / lora_r4: 2.50 ± 0.00%\n" in text
+
+
+def test_latex_writes_plus_minus_as_math(made):
+    tex = report.latex(report.build(made()))
+    assert "\\toprule" in tex and "91.00 $\\pm$ 1.41" in tex and "±" not in tex
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _config_file(tmp_path, plan) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study(
+        datasets=plan.cfg["target"]["datasets"], seeds=plan.cfg["seeds"], curve=bool(plan.cfg["curve"]["steps"])
+    )))  # fmt: skip
+    return "study.yaml"
+
+
+def test_report_command_writes_every_file_then_the_provenance(made, tmp_path, capsys):
+    plan = made()
+    path = _config_file(tmp_path, plan)
+    provenance = plan.report.path
+    write_json(f"{os.path.dirname(provenance)}/report-0123456789ab.json", {"old": True})  # an earlier version's
+    args = ["report", "--config", path, "--out", plan.results, "--provenance", provenance]
+    assert main(args) == 0
+
     printed = capsys.readouterr().out
-    markdown = (out / "table.md").read_text()
-    assert printed.strip() == markdown.strip()
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    full = next(line for line in lines if "| full " in line)
-    cells = [cell.strip() for cell in full.strip("|").split("|")]
-    assert cells[:7] == ["Standard fine-tuning", "full", "85.9M", "85.9M", "90.00", "88.13", "+1.87"]
-    assert cells[7:10] == ["30.00", "25.24", "+4.76"]
-    assert "40.00 (k-NN)" in next(line for line in lines if "| pretrained " in line)
-    linear = [cell.strip() for cell in next(line for line in lines if "| linear " in line).strip("|").split("|")]
-    assert linear[0] == ""  # the family is named once, on its first row
+    assert printed.strip() == (tmp_path / plan.results / "table.md").read_text().strip()
+    outputs = [tmp_path / name for name in plan.report_files()]
+    for output in outputs:
+        assert output.stat().st_size > 0, output
+    assert (tmp_path / provenance).stat().st_mtime_ns >= max(output.stat().st_mtime_ns for output in outputs)
+    assert os.listdir(os.path.dirname(provenance)) == [os.path.basename(provenance)]  # the stale one is gone
 
-    csv = pd.read_csv(out / "table.csv")
-    needed = {"experiment", "method", "family", "trainable_params", "target_acc", "source_acc", "source_acc_routed",
-              "mean", "paper_params", "paper_target_acc", "paper_source_acc", "paper_mean"}  # fmt: skip
-    assert needed <= set(csv.columns) and len(csv) == 5
-    assert csv.set_index("experiment").loc["block_p1", "source_acc_routed"] == 76.0
-    assert pd.isna(csv.set_index("experiment").loc["full", "source_acc_routed"])
+    record = json.loads((tmp_path / provenance).read_text())
+    assert (record["name"], record["report_key"]) == ("t", plan.report.key)
+    assert record["config"] == {"path": path, "sha256": _sha256(path)}
+    expected = {node.path for node in (plan.pretrained_source, *plan.pretrained_target.values())}
+    for run in plan.runs.values():
+        expected |= {run.target.path, f"{run.train.path}/summary.json", run.curve.path}
+        expected |= {run.source.path} if run.source else set()
+    assert set(record["inputs"]) == expected
+    assert all(digest == _sha256(name) for name, digest in record["inputs"].items())
 
-    tex = (out / "table.tex").read_text()
-    assert "\\toprule" in tex and "85.9M" in tex
-    with Image.open(out / "tradeoff.png") as image:
-        assert image.format == "PNG" and image.width > 400
-
-
-def test_a_missing_metrics_file_is_named(results):
-    path, metrics, runs = results
-    (metrics / "lora_r4" / "source.json").unlink()
-    with pytest.raises(VitpeftError, match=r"lora_r4[/\\]source\.json"):
-        report.build_table(config.load(path), metrics, runs)
+    table = pd.read_csv(tmp_path / plan.results / "table.csv")
+    assert {"dataset", "n_seeds", "target_acc_std", "source_acc_std", "early_step", "early_source_loss",
+            "source_acc_subsample"} <= set(table.columns)  # fmt: skip
+    assert table["trainable_params"].dropna().astype(int).tolist()[:2] == [85875556, 76900]
+    assert len(pd.read_csv(tmp_path / plan.results / "per_seed.csv")) == 16
+    with Image.open(tmp_path / plan.results / "tradeoff.png") as image:
+        assert image.format == "PNG" and image.width > 2 * image.height  # two panels side by side
 
 
-def test_a_missing_run_summary_is_named(results):
-    path, metrics, runs = results
-    (runs / "full" / "summary.json").unlink()
-    with pytest.raises(VitpeftError, match=r"run summary missing: .*full[/\\]summary\.json"):
-        report.build_table(config.load(path), metrics, runs)
+def _sha256(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def test_a_missing_headline_k_is_named(results):
-    path, metrics, runs = results
-    write_json(metrics / "full" / "source.json", {"knn": {"10": 30.0}, "routed": None, "headline_k": 20})
-    with pytest.raises(VitpeftError, match="k=20"):
-        report.build_table(config.load(path), metrics, runs)
+def test_old_outputs_beside_the_planned_files_are_never_read(made):
+    plan = made()
+    run = plan.runs[("synthetic", "full", 0)]
+    stale = os.path.join(os.path.dirname(run.target.path), "target-000000000000.json")
+    with open(stale, "w") as handle:
+        handle.write("{broken")
+    built = report.build(plan)
+    assert row(built.table, "synthetic", "full").target_acc == 91.0 and stale not in built.inputs
 
 
-def test_source_column_off_leaves_source_figures_empty(results):
-    path, metrics, runs = results
-    cfg = config.load(path)
-    cfg["source"]["enabled"] = False
-    for name in [*FIGURES, "pretrained"]:
-        (metrics / name / "source.json").unlink()
-    table = report.build_table(cfg, metrics, runs)
-    assert table["source_acc"].isna().all() and table["target_acc"].notna().all()
+# ---------------------------------------------------------------- bad input: one message naming the file
+
+
+def test_a_missing_metrics_file_is_named_with_the_command_that_writes_it(made):
+    plan = made()
+    path = plan.runs[("cifar100", "lora_r4", 1)].source.path
+    os.remove(path)
+    with pytest.raises(VitpeftError) as error:
+        report.build(plan)
+    expected = f"source metrics missing: {path}; `vitpeft eval-source` writes it (run the workflow first)"
+    assert str(error.value) == expected
+
+
+def test_a_missing_run_summary_is_named(made):
+    plan = made()
+    path = f"{plan.runs[('synthetic', 'full', 0)].train.path}/summary.json"
+    os.remove(path)
+    with pytest.raises(VitpeftError, match=f"run summary missing: {path}; `vitpeft train` writes it"):
+        report.build(plan)
+
+
+def test_a_missing_curve_is_named(made):
+    plan = made()
+    path = plan.runs[("synthetic", "linear", 1)].curve.path
+    os.remove(path)
+    with pytest.raises(VitpeftError, match=f"forgetting curve missing: {path}; `vitpeft eval-curve` writes it"):
+        report.build(plan)
+
+
+def test_invalid_json_is_named(made):
+    plan = made()
+    path = plan.pretrained_target["cifar100"].path
+    with open(path, "w") as handle:
+        handle.write('{"metric": "knn", "top1": ')
+    with pytest.raises(VitpeftError, match=f"target metrics {path} is not valid JSON .*delete it and rerun"):
+        report.build(plan)
+
+
+@pytest.mark.parametrize("value", ["90.0", True, None, [90.0], float("nan")])
+def test_a_non_numeric_accuracy_is_refused(made, value):
+    plan = made()
+    path = plan.runs[("synthetic", "full", 1)].target.path
+    write_json(path, {"metric": "classifier", "top1": value})
+    with pytest.raises(VitpeftError, match=f"{path}: expected a number under 'top1', found"):
+        report.build(plan)
+
+
+def test_a_non_numeric_curve_point_is_refused(made):
+    plan = made()
+    path = plan.runs[("synthetic", "full", 0)].curve.path
+    curve = _curve(STEADY, 90.0)
+    curve["points"][2]["source_acc"] = "78"
+    write_json(path, curve)
+    with pytest.raises(VitpeftError, match=rf"{path}: expected a number under 'points\[2\]\.source_acc', found '78'"):
+        report.build(plan)
+
+
+def test_a_curve_without_its_final_point_is_refused(made):
+    plan = made()
+    path = plan.runs[("synthetic", "full", 0)].curve.path
+    curve = _curve(STEADY, 90.0)
+    curve["points"].pop()
+    write_json(path, curve)
+    with pytest.raises(VitpeftError, match=f'{path}: expected one point with "final": true .*found 0'):
+        report.build(plan)
+
+
+def test_a_curve_with_other_steps_than_planned_is_refused(made):
+    plan = made()
+    path = plan.runs[("cifar100", "block_p1", 0)].curve.path
+    curve = _curve(STEADY, 90.0)
+    del curve["points"][0]  # step 0, the untouched model every loss is relative to
+    write_json(path, curve)
+    with pytest.raises(VitpeftError, match=rf"{path}: curve steps \[5, 10, 20\], but the study plans \[0, 5, 10, 20\]"):
+        report.build(plan)
+
+
+def test_a_missing_headline_k_is_named(made):
+    plan = made()
+    path = plan.runs[("synthetic", "full", 0)].source.path
+    write_json(path, {"knn": {"10": 30.0}, "routed": None, "headline_k": 20})
+    with pytest.raises(VitpeftError, match=f"{path}: no k-NN accuracy for the headline k=20"):
+        report.build(plan)
+
+
+def test_the_command_prints_one_line_and_exits_2_before_writing(made, tmp_path, capsys):
+    plan = made()
+    path = _config_file(tmp_path, plan)
+    os.remove(plan.pretrained_source.path)
+    args = ["report", "--config", path, "--out", "out", "--provenance", plan.report.path]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and plan.pretrained_source.path in error
+    assert not os.path.exists("out") and not os.path.exists(plan.report.path)

@@ -1,24 +1,34 @@
-"""`vitpeft report`: the table (md, csv, tex) and the stability-plasticity plot from the metrics files."""
+"""`vitpeft report`: the tables, the per-run rows and the plots from the metrics files the study's plan names."""
+
+from pathlib import Path
+
+from vitpeft.errors import VitpeftError
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="build the results table and trade-off plot",
-        description="Collect METRICS/<exp>/{target,source}.json and RUNS/<exp>/summary.json for every experiment "
-        "of the config (plus METRICS/pretrained), write OUT/table.md, table.csv, table.tex and tradeoff.png, "
-        "and print the Markdown table.",
+        help="build the results tables, the trade-off plot and the forgetting curve",
+        description="Read the metrics file of every run the config plans (and of the untouched backbone), "
+        "write OUT/table.md, table.csv, table.tex, per_seed.csv, tradeoff.png and, when the config has "
+        "curve.steps, curve.csv and curve.png; then PROVENANCE, listing every file read with its sha256 "
+        "(older report-*.json beside it are removed). Prints the Markdown table.",
     )
-    parser.add_argument("--config", required=True, help="workflow config YAML")
-    parser.add_argument("--metrics", required=True, help="folder of per-experiment metrics (results/<cfg>/metrics)")
-    parser.add_argument("--runs", required=True, help="folder of run folders (results/<cfg>/runs)")
-    parser.add_argument("--out", required=True, help="folder to write the report files into")
+    parser.add_argument("--config", required=True, help="workflow config YAML (paths in it are relative to here)")
+    parser.add_argument("--out", required=True, help="folder to write the report files into (results/<name>)")
+    parser.add_argument(
+        "--provenance", required=True, help="JSON file to write last (results/<name>/provenance/report-<key>.json)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from vitpeft import config, report
+    from vitpeft.plan import Plan
 
-    table = report.build_table(config.load(args.config), args.metrics, args.runs)
-    print(report.write_report(table, args.out))
+    for option, path in (("--out", args.out), ("--provenance", Path(args.provenance).parent)):
+        if Path(path).exists() and not Path(path).is_dir():
+            raise VitpeftError(f"{option}: {path} is a file, not a folder; give a folder path")
+    plan = Plan(config.load(args.config))
+    print(report.write(report.build(plan), args.out, args.provenance, args.config, plan))
     return 0
