@@ -1,75 +1,154 @@
-"""Fetch a file over HTTP(S): streamed, checksum-verified, and atomic.
+"""Fetch a file over HTTP(S): streamed, verified, atomic, and bounded in time.
 
-The file appears at `out` only once every byte has arrived and its checksum
-matches; a failed or short transfer leaves nothing behind, so a rerun simply
-downloads again.
+The file appears at `out` only once every byte has arrived and is verified:
+by its checksum when one is given, else by the length the server declared (a
+server that declares none is refused without a checksum, because a transfer
+cut short could not be told from a whole one). A failed, short or too slow
+transfer leaves nothing behind, so a rerun simply downloads again.
 """
 
 import hashlib
 import http.client
 import os
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import atomic_path
+from vitpeft.fileio import atomic_path, explained_os_errors
 
 BLOCK = 1 << 20
-TIMEOUT_S = 60  # per socket operation, not for the whole transfer
+TIMEOUT_S = 60  # per socket operation: a silent server is given up on after this
+DEADLINE_S = 6 * 3600  # the whole transfer: a server dripping bytes never trips the per-read timeout
 REPORT_EVERY = 100 * BLOCK  # one progress line per 100 MiB keeps cluster logs readable
+SCHEMES = ("http", "https")
 
 
-def download(url: str, out, md5: str | None = None, sha256: str | None = None) -> Path:
-    """Download `url` to `out`, verifying `md5` and/or `sha256` when given."""
+def download(url: str, out, md5: str | None = None, sha256: str | None = None, deadline_s: float = DEADLINE_S) -> Path:
+    """Download `url` to `out`, verifying `md5` and/or `sha256` when given, else the declared length.
+
+    Gives up after `deadline_s` seconds in all (checked between reads, so it can
+    run over by one read's wait, at most min(TIMEOUT_S, deadline_s)).
+    """
     out = Path(out)
-    expected = {name: value.lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
-    for name, value in expected.items():
-        _check_hex(name, value)
-    with atomic_path(out) as tmp:
-        digests = _fetch(url, tmp)
-        for name, value in expected.items():
-            if digests[name].hexdigest() != value:
-                raise VitpeftError(
-                    f"{out.name} downloaded from {url} has {name} {digests[name].hexdigest()}, expected {value}"
-                )
+    expected = _checked_request(url, out, deadline_s, md5=md5, sha256=sha256)
+    with explained_os_errors(out), atomic_path(out) as tmp:
+        _download_to(url, tmp, out, expected, deadline_s)
     return out
 
 
-def _check_hex(name: str, value: str) -> None:
-    length = hashlib.new(name).digest_size * 2
-    if len(value) != length or any(c not in "0123456789abcdef" for c in value):
-        raise VitpeftError(f"--{name} must be {length} hex digits, got {value!r}")
+def _checked_request(url: str, out: Path, deadline_s: float, **checksums) -> dict:
+    """Refuse what can be known to fail before any connection is made; return the checksums to verify."""
+    expected = {name: value.lower() for name, value in checksums.items() if value}
+    for name, value in expected.items():
+        length = hashlib.new(name).digest_size * 2
+        if len(value) != length or any(c not in "0123456789abcdef" for c in value):
+            raise VitpeftError(f"--{name} must be {length} hex digits, got {value!r}")
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as error:  # e.g. an unclosed [ in the host
+        raise VitpeftError(f"cannot download {url!r}: not a valid URL ({error})") from None
+    if scheme not in SCHEMES:
+        got = f"{scheme}://" if scheme else "no scheme"
+        raise VitpeftError(
+            f"cannot download {url!r}: only http:// and https:// URLs are supported (this one has {got}); "
+            "give the file's web address, or copy a local file to --out yourself"
+        )
+    if out.is_dir():
+        raise VitpeftError(f"--out {out} is a folder; give the path of the file to write")
+    if not deadline_s > 0:
+        raise VitpeftError(f"--deadline must be a positive number of seconds, got {deadline_s}")
+    return expected
 
 
-def _fetch(url: str, tmp: Path) -> dict:
-    """Stream `url` into `tmp`; return the md5 and sha256 of what arrived."""
+def _download_to(url: str, tmp: Path, out: Path, expected: dict, deadline_s: float) -> None:
+    """Stream `url` into `tmp` and verify it; errors name `url` and `out`, never `tmp`."""
+    deadline = time.monotonic() + deadline_s
+    with open(tmp, "wb") as sink:  # opened first: an unwritable destination fails before any transfer
+        with _open(url, out, deadline, deadline_s) as response:
+            declared = _declared_length(response)
+            if declared is None and not expected:
+                raise VitpeftError(
+                    f"{url} declares no Content-Length, so a transfer cut short could not be told from a whole "
+                    f"file; nothing was written to {out}: give its checksum (--md5 or --sha256) to download it"
+                )
+            digests, received = _stream(response, sink, url, out, deadline, deadline_s)
+    if declared is not None and received != declared:
+        raise VitpeftError(
+            f"download of {url} is truncated: got {received} of {declared} bytes (the connection was cut); "
+            f"nothing was written to {out}: run it again"
+        )
+    for name, value in expected.items():
+        if digests[name].hexdigest() != value:
+            raise VitpeftError(
+                f"{out.name} downloaded from {url} has {name} {digests[name].hexdigest()}, expected {value}; "
+                f"nothing was written to {out}: check the checksum, or run again if the transfer was corrupted"
+            )
+
+
+def _open(url: str, out: Path, deadline: float, deadline_s: float):
+    try:
+        return urllib.request.urlopen(url, timeout=min(TIMEOUT_S, deadline_s))
+    except urllib.error.HTTPError as error:
+        raise VitpeftError(f"download of {url} failed: HTTP {error.code} {error.reason}; check the URL") from None
+    except (OSError, http.client.HTTPException) as error:  # refused, unreachable, timed out, garbled headers
+        if time.monotonic() > deadline:
+            raise _past_deadline(url, out, 0, deadline_s) from None
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        raise VitpeftError(
+            f"download of {url} failed: {_reason(reason)}; check the URL and that this machine can reach it"
+        ) from None
+
+
+def _declared_length(response) -> int | None:
+    try:
+        length = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _stream(response, sink, url: str, out: Path, deadline: float, deadline_s: float):
+    """Copy the body into `sink`; return its md5 and sha256 digests and its length."""
     digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
     received, next_report = 0, REPORT_EVERY
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as sink:
-            length = response.headers.get("Content-Length")
-            expected_length = int(length) if length is not None else None
-            while block := response.read(BLOCK):
-                sink.write(block)
-                for digest in digests.values():
-                    digest.update(block)
-                received += len(block)
-                if received >= next_report:
-                    _progress(url, received, expected_length)
-                    next_report += REPORT_EVERY
-    except urllib.error.HTTPError as error:
-        raise VitpeftError(f"download of {url} failed: HTTP {error.code} {error.reason}") from None
-    except urllib.error.URLError as error:
-        raise VitpeftError(f"download of {url} failed: {error.reason}") from None
-    except (OSError, http.client.HTTPException) as error:
-        raise VitpeftError(f"download of {url} broke off after {received} bytes: {error!r}") from None
-    except ValueError as error:  # urlopen's "unknown url type"
-        raise VitpeftError(f"cannot download {url!r}: {error}") from None
-    if expected_length is not None and received != expected_length:
-        raise VitpeftError(f"download of {url} is truncated: got {received} of {expected_length} bytes")
-    return digests
+    while True:
+        if time.monotonic() > deadline:
+            raise _past_deadline(url, out, received, deadline_s)
+        try:
+            block = response.read1(BLOCK)  # what has arrived, so the deadline is checked even on a slow drip
+        except (OSError, http.client.HTTPException) as error:
+            if time.monotonic() > deadline:
+                raise _past_deadline(url, out, received, deadline_s) from None
+            raise VitpeftError(
+                f"download of {url} broke off after {received} bytes ({_reason(error)}); "
+                f"nothing was written to {out}: run it again"
+            ) from None
+        if not block:
+            return digests, received
+        sink.write(block)
+        for digest in digests.values():
+            digest.update(block)
+        received += len(block)
+        if received >= next_report:
+            _progress(url, received, _declared_length(response))
+            next_report += REPORT_EVERY
+
+
+def _past_deadline(url: str, out: Path, received: int, deadline_s: float) -> VitpeftError:
+    return VitpeftError(
+        f"download of {url} passed its deadline of {deadline_s:g} s after {received} bytes "
+        f"(the server is too slow); nothing was written to {out}: run it again, or raise --deadline"
+    )
+
+
+def _reason(error) -> str:
+    if isinstance(error, BaseException):
+        return getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return str(error)
 
 
 def _progress(url: str, received: int, total: int | None) -> None:
@@ -77,19 +156,20 @@ def _progress(url: str, received: int, total: int | None) -> None:
     print(f"{os.path.basename(url)}: {received >> 20} MiB{of_total}", file=sys.stderr, flush=True)
 
 
-def fetch_checkpoint(url: str, out, sha256: str | None = None) -> Path:
+def fetch_checkpoint(url: str, out, sha256: str | None = None, deadline_s: float = DEADLINE_S) -> Path:
     """Download a backbone checkpoint and check it reads as a plain state dict before it appears at `out`."""
-    from vitpeft.backbone import read_state_dict
+    from vitpeft.backbone import CHECKPOINT_SUFFIXES, read_state_dict
 
     out = Path(out)
-    with atomic_path(out) as tmp:
-        staged = tmp.with_name(tmp.name + out.suffix)  # read_state_dict picks the format by suffix
+    if out.suffix not in CHECKPOINT_SUFFIXES:
+        raise VitpeftError(f"--out {out} must end in .pth, .pt or .safetensors (the suffix picks the format)")
+    expected = _checked_request(url, out, deadline_s, sha256=sha256)
+    with explained_os_errors(out), atomic_path(out) as tmp:
+        _download_to(url, tmp, out, expected, deadline_s)
         try:
-            download(url, staged, sha256=sha256)
-            read_state_dict(staged)
-            os.replace(staged, tmp)
-        finally:
-            staged.unlink(missing_ok=True)
+            read_state_dict(tmp, suffix=out.suffix, name=url)
+        except VitpeftError as error:
+            raise VitpeftError(f"{error}; nothing was written to {out}: check that the URL gives the checkpoint itself") from None
     return out
 
 
@@ -110,7 +190,7 @@ def fetch_timm_checkpoint(name: str, out) -> Path:
     except Exception as error:  # hub, cache and timm each raise their own types
         raise VitpeftError(f"cannot load pretrained timm model {name!r}: {error}") from None
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
-    with atomic_path(out) as tmp:
+    with explained_os_errors(out), atomic_path(out) as tmp:
         save_file(state, str(tmp))
     return out
 

@@ -24,11 +24,23 @@ def _register_download(subparsers) -> None:
     checksum = parser.add_mutually_exclusive_group()
     checksum.add_argument("--md5", help="expected md5 (hex)")
     checksum.add_argument("--sha256", help="expected sha256 (hex)")
+    _add_deadline(parser)
     parser.set_defaults(func=_download)
 
 
+def _add_deadline(parser) -> None:
+    parser.add_argument(
+        "--deadline", type=float, default=None, metavar="SECONDS",
+        help=f"give up when the whole transfer takes longer (default {download.DEADLINE_S:g} s = 6 h)",
+    )
+
+
+def _deadline(args) -> float:
+    return download.DEADLINE_S if args.deadline is None else args.deadline
+
+
 def _download(args) -> int:
-    download.download(args.url, args.out, md5=args.md5, sha256=args.sha256)
+    download.download(args.url, args.out, md5=args.md5, sha256=args.sha256, deadline_s=_deadline(args))
     print(f"wrote {args.out}")
     return 0
 
@@ -52,6 +64,7 @@ def _register_fetch_checkpoint(subparsers) -> None:
     source.add_argument("--url", help="a .pth/.safetensors state dict, e.g. DINO's dino_vitbase16_pretrain.pth")
     source.add_argument("--timm-hub", help="a timm model with pretrained weights, e.g. timm/vit_base_patch16_224.dino")
     parser.add_argument("--sha256", help="expected sha256 of the downloaded file (with --url)")
+    _add_deadline(parser)
     parser.add_argument("--out", required=True, help="destination file (.safetensors for --timm-hub)")
     parser.set_defaults(func=_fetch_checkpoint)
 
@@ -59,10 +72,16 @@ def _register_fetch_checkpoint(subparsers) -> None:
 def _fetch_checkpoint(args) -> int:
     if args.timm_hub:
         if args.sha256:
-            raise VitpeftError("--sha256 applies to --url only (the hub verifies its own files)")
+            raise VitpeftError(
+                "--sha256 applies to --url only: with --timm-hub the file is written here from timm's weights "
+                "(head removed, as safetensors), so there is no published file to checksum; drop --sha256, "
+                "or use --url with the checkpoint's URL and its sha256"
+            )
+        if args.deadline is not None:
+            raise VitpeftError("--deadline applies to --url only: the Hugging Face hub client times its own downloads")
         download.fetch_timm_checkpoint(args.timm_hub, args.out)
     else:
-        download.fetch_checkpoint(args.url, args.out, sha256=args.sha256)
+        download.fetch_checkpoint(args.url, args.out, sha256=args.sha256, deadline_s=_deadline(args))
     print(f"wrote {args.out}")
     return 0
 
