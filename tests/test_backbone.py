@@ -124,9 +124,9 @@ def test_unexpected_keys_are_an_error(tmp_path, source, target):
 
 def test_wrong_shape_names_key_and_both_shapes(tmp_path, source, target):
     state = dino_state(source)
-    state["pos_embed"] = torch.zeros(1, 65, 32)[:, :17]
+    state["pos_embed"] = torch.zeros(1, 18, 32)  # 17 patch positions: no square grid to resample
     torch.save(state, tmp_path / "other_size.pth")
-    with pytest.raises(VitpeftError, match=r"'pos_embed' has shape \(1, 17, 32\), the model expects \(1, 65, 32\)"):
+    with pytest.raises(VitpeftError, match=r"'pos_embed' has shape \(1, 18, 32\), the model expects \(1, 65, 32\)"):
         load_backbone(target, tmp_path / "other_size.pth")
 
 

@@ -176,16 +176,24 @@ def _strip_wrapper_prefix(state: dict) -> dict:
     return state
 
 
-def load_backbone(model: nn.Module, path) -> None:
-    """Load every non-head weight of `model` from `path`; the head keeps its fresh initialisation."""
-    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(HEAD_PREFIX)}
+def load_backbone(model: nn.Module, path, layout: str = "timm") -> None:
+    """Load every non-head weight of `model` from `path`, a checkpoint in key layout `layout`.
+
+    Layouts are vitpeft.backbones.LAYOUTS; vitpeft.layouts renames them to
+    timm's and resamples a position grid of another resolution. Then every
+    weight must be there with its shape, or nothing is loaded. The head keeps
+    its fresh initialisation.
+    """
+    from vitpeft import layouts  # it reads plain files with read_state_dict above
+
+    state = {k: v for k, v in layouts.read(path, layout, model).items() if not k.startswith(HEAD_PREFIX)}
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIX)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
-        raise VitpeftError(f"checkpoint {path} lacks {len(missing)} weights of the model: {_shown(missing)}")
+        raise VitpeftError(f"checkpoint {path} lacks {len(missing)} weights of the model: {shown_keys(missing)}")
     if unexpected:
-        raise VitpeftError(f"checkpoint {path} has {len(unexpected)} weights the model lacks: {_shown(unexpected)}")
+        raise VitpeftError(f"checkpoint {path} has {len(unexpected)} weights the model lacks: {shown_keys(unexpected)}")
     for key, value in state.items():
         if value.shape != expected[key].shape:
             raise VitpeftError(
@@ -194,15 +202,35 @@ def load_backbone(model: nn.Module, path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def _shown(keys: list) -> str:
+def shown_keys(keys: list) -> str:
     more = f" ... (+{len(keys) - SHOWN_KEYS} more)" if len(keys) > SHOWN_KEYS else ""
     return ", ".join(keys[:SHOWN_KEYS]) + more
+
+
+def shape_of(model: nn.Module) -> dict:
+    """What vitpeft.backbones records of a timm ViT (its SHAPE_KEYS); None where a block is not timm's Block."""
+    from timm.layers import LayerScale
+
+    block = model.blocks[0]
+    fc1 = getattr(getattr(block, "mlp", None), "fc1", None)
+    return {
+        "patch_size": model.patch_embed.patch_size[0],
+        "depth": len(model.blocks),
+        "embed_dim": model.embed_dim,
+        "num_heads": getattr(block.attn, "num_heads", None),
+        "mlp_ratio": fc1.out_features / model.embed_dim if isinstance(fc1, nn.Linear) else None,
+        "prefix_tokens": model.num_prefix_tokens,
+        "registers": getattr(model, "num_reg_tokens", 0),
+        "layer_scale": isinstance(getattr(block, "ls1", None), LayerScale),
+    }
 
 
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """DINO's k-NN feature: the CLS token after the final norm, not normalised.
 
-    For timm's token-pooled ViT, forward_features ends with the final norm and
-    forward_head(pre_logits=True) takes token 0 (fc_norm is the identity).
+    Every preset's feature (vitpeft.backbones.FEATURES "cls_norm"). For timm's
+    token-pooled ViT, forward_features ends with the final norm and
+    forward_head(pre_logits=True) takes token 0 (fc_norm is the identity);
+    register tokens come after the CLS token, so token 0 is the CLS token there too.
     """
     return model.forward_head(model.forward_features(x), pre_logits=True)
