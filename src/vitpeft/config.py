@@ -39,7 +39,7 @@ def _read(source):
         return "config", source
     path = Path(source)
     try:
-        return path.name, yaml.safe_load(path.read_text())
+        return path.name, schema.read_yaml(path.read_text())
     except FileNotFoundError:
         raise VitpeftError(f"config file not found: {path}") from None
     except IsADirectoryError:
@@ -71,7 +71,7 @@ def _check_experiments(cfg: dict, where: str) -> None:
             reason = "is reserved for the untouched backbone" if exp["name"] == PRETRAINED else "is used twice"
             raise VitpeftError(f"{where}: {here}.name: {exp['name']!r} {reason}; experiment names must be unique")
         seen.add(exp["name"])
-        schema.apply(merged_train(cfg, exp), where, "train", f"{here}.train")
+        schema.check(exp["train"], where, "train", f"{here}.train")  # the shared section is already checked
 
 
 def merged_train(cfg: dict, exp: dict) -> dict:

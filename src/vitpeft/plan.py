@@ -181,7 +181,7 @@ class Plan:
     def pretrained_spec(self, dataset: str | None = None) -> dict:
         """The untouched backbone as a spec (method linear; never trained, so default training settings)."""
         dataset = dataset or next(iter(self.targets))
-        return self._spec(dataset, PRETRAINED, "linear", {}, {}, seed=0)
+        return spec_lib.resolve(self._spec(dataset, PRETRAINED, "linear", {}, {}, seed=0, check=False))
 
     # ---------------------------------------------------------------- runs
 
@@ -206,21 +206,25 @@ class Plan:
         key = key_of(rule, *[need.key if isinstance(need, Node) else need for need in needs])
         return Node(key, f"{stem}-{key}.json", tuple(need for need in needs if isinstance(need, Node)))
 
-    def _spec(self, dataset, name, method, args, train, seed) -> dict:
+    def _spec(self, dataset, name, method, args, train, seed, check=True) -> dict:
         target = self.targets[dataset]
         splits = {"train": f"{target.path}/train", "test": f"{target.path}/test"}
         splits["val"] = f"{target.path}/val" if target.info.get("val") else None
         raw = {
             "name": name,
             "method": method,
-            "args": args,
-            "model": self.cfg["backbone"]["model"],
+            "args": copy.deepcopy(args),
+            "model": copy.deepcopy(self.cfg["backbone"]["model"]),
             "checkpoint": self.backbone.path,
             "num_classes": target.info["num_classes"],
-            "data": {**splits, "mean": self.cfg["target"]["mean"], "std": self.cfg["target"]["std"]},
-            "train": {**train, "seed": seed},
+            "data": {**splits, "mean": list(self.cfg["target"]["mean"]), "std": list(self.cfg["target"]["std"])},
+            "train": copy.deepcopy({**train, "seed": seed}),
         }
-        return spec_lib.resolve(raw, where=f"{dataset}/{name}/seed{seed}")
+        # Every key is filled from the validated config: only the relations between keys need checking here
+        # (spec_lib.resolve would validate the whole spec again, a cost that grows with the grid).
+        if check:
+            spec_lib.check_relations(raw, where=f"{dataset}/{name}/seed{seed}")
+        return raw
 
     def curve_steps(self) -> list:
         """The steps whose weights training keeps: the config's, plus 0 (the untouched model) when there are any."""

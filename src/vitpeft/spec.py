@@ -24,11 +24,12 @@ def resolve(raw: dict, where: str = "spec") -> dict:
     if not isinstance(raw, dict):
         raise VitpeftError(f"{where}: expected a mapping, got {type(raw).__name__}")
     spec = schema.apply(copy.deepcopy(raw), where, "spec")
-    _check_relations(spec, where)
+    check_relations(spec, where)
     return spec
 
 
-def _check_relations(spec: dict, where: str) -> None:
+def check_relations(spec: dict, where: str) -> None:
+    """What JSON Schema cannot say: an ordered range, a key another key needs, curve steps within the run."""
     train = spec["train"]
     low, high = train["crop_scale"]
     if low > high:
@@ -50,7 +51,7 @@ def load(path) -> dict:
     """Read and resolve a spec file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = schema.read_yaml(path.read_text())
     except FileNotFoundError:
         raise VitpeftError(f"spec file not found: {path}") from None
     except yaml.YAMLError as error:
