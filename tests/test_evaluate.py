@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from runs import NUM_CLASSES, make_spec, perturb, write_run, write_spec
 
-from vitpeft import augment, backbone, cli, evaluate, knn, methods, model as models, store
+from vitpeft import augment, backbone, cli, evaluate, knn, model as models, store
 from vitpeft import spec as spec_lib
 from vitpeft.errors import VitpeftError
 
-NUM_CLASSES = 10
 KS = (1, 3)
 
 
@@ -32,30 +31,6 @@ def target(tmp_path):
     train = separable(tmp_path / "target_train", per_class=4, seed=0)
     rng_test = separable(tmp_path / "target_test", per_class=2, seed=0)
     return train, rng_test
-
-
-def make_spec(tiny_model_cfg, method, args=None, train_dir="unused"):
-    raw = {"name": f"t_{method}", "method": method, "args": args or {}, "model": tiny_model_cfg,
-           "num_classes": NUM_CLASSES, "data": {"train": str(train_dir)}}  # fmt: skip
-    return spec_lib.resolve(raw)
-
-
-def write_run(spec, run_dir, change=None):
-    """A run folder as `vitpeft train` leaves it: the trainable weights, optionally changed by `change`."""
-    model = models.for_training(spec)
-    if change:
-        change(model)
-    run_dir.mkdir()
-    save_file(methods.trainable_state(model), str(run_dir / models.TRAINABLE_FILE))
-    return run_dir
-
-
-def perturb(model):
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn(param.shape, generator=generator) * 0.5)
 
 
 def nearest_mean_head(spec, train_dir):
@@ -144,3 +119,62 @@ def test_bad_inputs_are_refused_before_any_model_is_built(tmp_path, tiny_model_c
         evaluate.eval_source(spec, None, bank, tmp_path / "nowhere", ks=(1,))
     with pytest.raises(VitpeftError, match="no trained weights in run"):
         evaluate.eval_target(spec, tmp_path / "norun", bank, "cpu", 8)
+
+
+def test_only_methods_that_train_beyond_the_head_change_the_backbone(tiny_model_cfg, tmp_path):
+    changes = {m: evaluate.changes_backbone(make_spec(tiny_model_cfg, m, a), tmp_path)
+               for m, a in [("linear", {}), ("full", {}), ("topk", {"k": 3}), ("lora", {"r": 2}),
+                            ("block_expansion", {"p": 1})]}  # fmt: skip
+    assert changes == {"linear": False, "full": True, "topk": True, "lora": True, "block_expansion": True}
+    assert not evaluate.changes_backbone(make_spec(tiny_model_cfg, "full"), None)  # no run: the pretrained backbone
+
+
+def run_cli(argv, capsys):
+    """Exit code and stderr lines of `vitpeft argv`."""
+    code = cli.main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_target_labels_outside_the_specs_classes_are_one_line_and_no_metrics(tmp_path, tiny_model_cfg, make_dataset,
+                                                                              capsys):  # fmt: skip
+    spec = make_spec(tiny_model_cfg, "linear")
+    run = write_run(spec, tmp_path / "run")
+    wrong = make_dataset("cifar10_by_mistake", n=24, num_classes=12)  # labels up to 11, the spec has 10 classes
+    out = tmp_path / "target.json"
+    argv = ["eval-target", "--spec", write_spec(spec, tmp_path / "s.yaml"), "--run", run, "--data", wrong, "--out", out]
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and len(err) == 1
+    assert str(wrong) in err[0] and "0..11" in err[0] and "num_classes = 10" in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, shown", [(["--std", "0.2", "0", "0.2"], "std [0.2, 0.0, 0.2]"),
+                                          (["--mean", "0.5", "0.5", "0.5", "--std", "-1", "1", "1"], "std [-1.0")])
+def test_bad_mean_or_std_is_one_line_and_no_metrics(tmp_path, tiny_model_cfg, make_dataset, capsys, flags, shown):
+    bank = make_dataset("bank", n=20)
+    out = tmp_path / "source.json"
+    argv = ["eval-source", "--spec", write_spec(make_spec(tiny_model_cfg, "linear"), tmp_path / "s.yaml"),
+            "--bank", bank, "--queries", bank, "--k", "1", "--out", out, *flags]  # fmt: skip
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and len(err) == 1 and shown in err[0] and "std positive" in err[0]
+    assert not out.exists()
+
+
+def test_nan_features_of_a_diverged_run_are_one_line_naming_it_and_no_metrics(tmp_path, tiny_model_cfg, make_dataset,
+                                                                               capsys):  # fmt: skip
+    spec = make_spec(tiny_model_cfg, "full")
+
+    def diverge(model):
+        with torch.no_grad():
+            model.blocks[5].attn.qkv.weight[0, 0] = float("nan")
+
+    run = write_run(spec, tmp_path / "diverged", diverge)
+    bank = make_dataset("bank", n=20)
+    out = tmp_path / "source.json"
+    argv = ["eval-source", "--spec", write_spec(spec, tmp_path / "s.yaml"), "--run", run, "--bank", bank,
+            "--queries", bank, "--k", "1", "--out", out]  # fmt: skip
+    code, err = run_cli(argv, capsys)
+    errors = [line for line in err if "error:" in line]
+    assert code == 2 and errors == [err[-1]]
+    assert f"run {run} gives NaN or infinite features on {bank}" in err[-1] and "retrain" in err[-1]
+    assert not out.exists()

@@ -11,13 +11,11 @@ function reachable (LoRA adapters off, block expansion's new blocks out), the
 same with that routed view ("routed"; null otherwise).
 """
 
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from vitpeft import devices, knn, methods, model as models, store
+from vitpeft import backbone, devices, features, knn, methods, model as models
 from vitpeft.errors import VitpeftError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,32 +28,32 @@ def eval_target(
 ) -> dict:
     """Top-1/top-5 (%) of the run's classifier on the prepared test set `data_dir`; k-NN when run_dir is None."""
     started, device = time.monotonic(), devices.pick(device)
-    test = _load(data_dir, "target test set")
-    _check_labels(test, spec["num_classes"], data_dir)
+    test = features.load_prepared(data_dir, "target test set")
+    check_labels(test, spec["num_classes"], data_dir)
     if run_dir is None:
-        result = _target_knn(spec, test, ks, temperature, device, batch_size)
+        result = _target_knn(spec, data_dir, ks, temperature, device, batch_size)
     else:
-        top1, top5 = _classifier_scores(models.trained(spec, run_dir, device), test, spec, device, batch_size)
+        top1, top5 = classifier_scores(models.trained(spec, run_dir, device), test, spec, device, batch_size)
         result = {"metric": "classifier", "top1": top1, "top5": top5}
     return {**result, **_provenance(spec, run_dir), "count": len(test), "seconds": round(time.monotonic() - started, 1)}
 
 
-def _target_knn(spec, test, ks, temperature, device, batch_size) -> dict:
+def _target_knn(spec, test_dir, ks, temperature, device, batch_size) -> dict:
     """The head-less pretrained backbone's target figure: weighted k-NN, bank = the target train set."""
-    bank = _load(spec["data"]["train"], "target train set (the k-NN bank)")
-    ks = knn.check_settings(ks, temperature, len(bank))
+    data = features.load_source(spec["data"]["train"], test_dir, spec["data"]["mean"], spec["data"]["std"], what="target")
+    ks = knn.check_settings(ks, temperature, len(data.bank))
     model = models.pretrained(spec, device)
-    mean, std = spec["data"]["mean"], spec["data"]["std"]
-    scores = _knn_scores(model, bank, test, ks, temperature, mean, std, spec, device, batch_size)
+    feats = features.compute(model, data, spec["model"]["img_size"], device, batch_size, _whose(spec, None))
+    scores = knn_scores(data, feats, ks, temperature, device)
     return {
         "metric": "knn",
-        "top1": scores[_headline(ks)],
+        "top1": scores[headline(ks)],
         "top5": None,
-        "knn": _keyed(scores),
-        "headline_k": _headline(ks),
+        "knn": keyed(scores),
+        "headline_k": headline(ks),
         "ks": ks,
         "temperature": temperature,
-        "bank_count": len(bank),
+        "bank_count": len(data.bank),
     }
 
 
@@ -70,93 +68,114 @@ def eval_source(
     std=IMAGENET_STD,
     device="cpu",
     batch_size=256,
+    precision="fp32",
+    pretrained_features=None,
 ) -> dict:
-    """DINO's weighted k-NN (%) per k on the source domain, with the shared backbone and its routed view."""
+    """DINO's weighted k-NN (%) per k on the source domain, with the shared backbone and its routed view.
+
+    With `pretrained_features` (a folder from extract_pretrained), the views
+    that compute the untouched backbone's features (the routed view; the
+    shared one when training left the backbone alone) are scored from that
+    cache, if its provenance matches this evaluation.
+    """
     started, device = time.monotonic(), devices.pick(device)
-    _check_mean_std(mean, std)
-    bank, queries = _load(bank_dir, "source bank"), _load(queries_dir, "source queries")
-    if bank.classes != queries.classes:
-        raise VitpeftError(f"{bank_dir} and {queries_dir} list different classes: prepare them together")
-    ks = knn.check_settings(ks, temperature, len(bank))
-    model = models.trained(spec, run_dir, device) if run_dir is not None else models.pretrained(spec, device)
-    _log(f"{spec['name']}: shared backbone")
-    shared = _knn_scores(model, bank, queries, ks, temperature, mean, std, spec, device, batch_size)
-    routed = None
-    with methods.routed(model) as view:
-        if view is not None:
-            _log(f"{spec['name']}: routed view ({spec['method']} without its additions)")
-            routed = _knn_scores(view, bank, queries, ks, temperature, mean, std, spec, device, batch_size)
-    headline = _headline(ks)
+    data = features.load_source(bank_dir, queries_dir, mean, std, precision)
+    ks = knn.check_settings(ks, temperature, len(data.bank))
+    untouched = None
+    if pretrained_features is not None:
+        untouched = features.cached(pretrained_features, features.provenance(spec, data, device), device)
+    score = lambda feats: knn_scores(data, feats, ks, temperature, device)  # noqa: E731
+    if untouched is not None and not changes_backbone(spec, run_dir):
+        shared, routed = score(untouched), None  # no model to load at all
+    else:
+        shared, routed = _model_scores(spec, run_dir, data, untouched, score, device, batch_size)
+    best = headline(ks)
     return {
         "metric": "knn",
-        "knn": _keyed(shared),
-        "routed": _keyed(routed) if routed is not None else None,
-        "top1": shared[headline],
-        "routed_top1": routed[headline] if routed is not None else None,
-        "headline_k": headline,
+        "knn": keyed(shared),
+        "routed": keyed(routed) if routed is not None else None,
+        "top1": shared[best],
+        "routed_top1": routed[best] if routed is not None else None,
+        "headline_k": best,
         "ks": ks,
         "temperature": temperature,
         "mean": list(mean),
         "std": list(std),
-        "bank_count": len(bank),
-        "query_count": len(queries),
-        "num_classes": len(bank.classes),
+        "precision": precision,
+        "bank_count": len(data.bank),
+        "query_count": len(data.queries),
+        "num_classes": len(data.bank.classes),
+        "pretrained_features": str(pretrained_features) if untouched is not None else None,
         **_provenance(spec, run_dir),
         "seconds": round(time.monotonic() - started, 1),
     }
 
 
-def _load(folder, what: str) -> store.Dataset:
-    if folder is None:
-        raise VitpeftError(f"no {what} given")
-    if not Path(folder).is_dir():
-        raise VitpeftError(f"{what} not found: {folder}")
-    return store.load(folder, mmap=True)
+def _model_scores(spec, run_dir, data, untouched, score, device, batch_size) -> tuple:
+    """Scores of the run's shared backbone and of its routed view (None without one; from `untouched` if given)."""
+    model = models.trained(spec, run_dir, device) if run_dir is not None else models.pretrained(spec, device)
+    extract = lambda net, whose: features.compute(net, data, spec["model"]["img_size"], device, batch_size, whose)  # noqa: E731
+    knn.log(f"{spec['name']}: shared backbone")
+    shared = score(extract(model, _whose(spec, run_dir)))
+    with methods.routed(model) as view:
+        if view is None:
+            return shared, None
+        knn.log(f"{spec['name']}: routed view ({spec['method']} without its additions)")
+        return shared, score(untouched if untouched is not None else extract(view, f"{_whose(spec, run_dir)} (routed view)"))
 
 
-def _check_labels(data: store.Dataset, num_classes: int, folder) -> None:
-    if len(data) and (data.labels.min() < 0 or data.labels.max() >= num_classes):
-        raise VitpeftError(f"{folder} has labels outside 0..{num_classes - 1} (spec num_classes = {num_classes})")
+def changes_backbone(spec: dict, run_dir) -> bool:
+    """Whether training `spec` changes any weight the features depend on (anything but the head).
+
+    Decided on the meta device: no memory, no weights read.
+    """
+    if run_dir is None:
+        return False
+    model = backbone.build_model(spec["model"], spec["num_classes"], device="meta")
+    methods.apply(model, spec["method"], spec["args"])
+    return any(p.requires_grad for name, p in model.named_parameters() if not name.startswith(backbone.HEAD_PREFIX))
 
 
-def _check_mean_std(mean, std) -> None:
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise VitpeftError(f"mean and std need 3 values each, std positive; got mean {list(mean)}, std {list(std)}")
+def check_labels(data, num_classes: int, folder) -> None:
+    low, high = int(data.labels.min()), int(data.labels.max())
+    if low < 0 or high >= num_classes:
+        raise VitpeftError(
+            f"{folder} has labels {low}..{high}, outside 0..{num_classes - 1} (the spec's num_classes = {num_classes}): "
+            "is it the target dataset the spec was trained for?"
+        )
 
 
-def _knn_scores(model, bank, queries, ks, temperature, mean, std, spec, device, batch_size) -> dict:
-    size, started = spec["model"]["img_size"], time.monotonic()
-    bank_features = knn.extract(model, bank.images, size, mean, std, batch_size, device)
-    query_features = knn.extract(model, queries.images, size, mean, std, batch_size, device)
-    _log(f"features of {len(bank)} bank and {len(queries)} query images in {time.monotonic() - started:.0f} s")
-    num_classes = max(len(bank.classes), int(bank.labels.max()) + 1, int(queries.labels.max()) + 1)
+def knn_scores(data: features.KnnData, feats: tuple, ks, temperature, device) -> dict:
+    """Weighted k-NN top-1 (%) per k of the (bank, query) features `feats`."""
+    bank, queries = feats
     scores = knn.weighted_knn(
-        bank_features, bank.labels, query_features, queries.labels, ks, temperature, num_classes, device=device
+        bank, data.bank.labels, queries, data.queries.labels, ks, temperature, data.num_classes, device=device
     )
-    _log("k-NN top-1: " + ", ".join(f"k={k} {acc:.2f}%" for k, acc in scores.items()))
+    knn.log("k-NN top-1: " + ", ".join(f"k={k} {acc:.2f}%" for k, acc in scores.items()))
     return scores
 
 
-def _log(message: str) -> None:
-    # Extracting an ImageNet bank takes minutes: a line per phase shows a job's progress in its log.
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def _whose(spec: dict, run_dir) -> str:
+    if run_dir is not None:
+        return f"run {run_dir}"
+    return f"checkpoint {spec['checkpoint']}" if spec["checkpoint"] is not None else "the randomly initialised backbone"
 
 
-def _classifier_scores(model, data, spec, device, batch_size):
+def classifier_scores(model, data, spec, device, batch_size):
     """Top-1 and top-5 accuracy (%) of the model's own head."""
     k = min(5, spec["num_classes"])
     top_k = lambda x: model(x).float().topk(k, dim=1).indices  # noqa: E731
     size, mean, std = spec["model"]["img_size"], spec["data"]["mean"], spec["data"]["std"]
-    predictions = torch.cat(knn.map_batches(model, top_k, data.images, size, mean, std, batch_size, device))
+    predictions = knn.map_batches(model, top_k, data.images, size, mean, std, batch_size, device).cpu()
     hits = predictions == torch.as_tensor(data.labels).view(-1, 1)
     return 100.0 * hits[:, 0].double().mean().item(), 100.0 * hits.any(dim=1).double().mean().item()
 
 
-def _headline(ks) -> int:
+def headline(ks) -> int:
     return HEADLINE_K if HEADLINE_K in ks else ks[0]
 
 
-def _keyed(scores: dict) -> dict:
+def keyed(scores: dict) -> dict:
     return {str(k): value for k, value in scores.items()}  # JSON keys are strings
 
 

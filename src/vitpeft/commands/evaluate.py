@@ -1,4 +1,6 @@
-"""Evaluation subcommands: eval-target (new domain) and eval-source (what the backbone kept)."""
+"""Evaluation subcommands: eval-target (new domain), eval-source (what the backbone kept), extract-features
+(the untouched backbone's source features, once), subsample (a class-balanced subset) and eval-curve (a run's
+forgetting curve)."""
 
 import json
 
@@ -7,6 +9,9 @@ from vitpeft.fileio import write_json
 
 DINO_KS = [10, 20, 100, 200]
 DINO_TEMPERATURE = 0.07
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+PRECISIONS = ["fp32", "fp16"]  # vitpeft.knn.STORAGE, without importing torch to parse arguments
 
 
 def register(subparsers) -> None:
@@ -25,15 +30,59 @@ def register(subparsers) -> None:
         "eval-source",
         help="DINO weighted k-NN on the source domain",
         description="Weighted k-NN accuracy of the (fine-tuned) backbone on prepared source-domain caches, "
-        "plus the routed view (LoRA off / new blocks out) where the method has one.",
+        "plus the routed view (LoRA off / new blocks out) where the method has one. With --pretrained-features, "
+        "the untouched backbone's features (routed view; shared view of `linear` or without --run) come from that "
+        "cache when its provenance matches, and are recomputed (with a log line saying why) when it does not.",
     )
     _common(source)
-    source.add_argument("--bank", required=True, help="prepared bank (e.g. ImageNet train)")
-    source.add_argument("--queries", required=True, help="prepared queries (e.g. ImageNet val)")
+    _source_options(source)
     _knn_options(source)
-    source.add_argument("--mean", type=float, nargs=3, default=[0.485, 0.456, 0.406], help="default: ImageNet's")
-    source.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225], help="default: ImageNet's")
+    source.add_argument("--pretrained-features", metavar="DIR", default=None,
+                        help="feature cache written by `vitpeft extract-features`")
     source.set_defaults(func=_eval_source)
+
+    extract = subparsers.add_parser(
+        "extract-features",
+        help="the untouched backbone's source features, once, with their provenance",
+        description="Write the pretrained backbone's features of the bank and queries, their labels and "
+        "provenance.json (checkpoint sha256, model, preprocessing, bank/queries identity, precision) to DIR, "
+        "atomically, for eval-source --pretrained-features.",
+    )
+    extract.add_argument("--spec", required=True, help="a spec naming the backbone (e.g. the pretrained row's)")
+    _source_options(extract)
+    extract.add_argument("--out", required=True, metavar="DIR", help="cache folder to write")
+    extract.add_argument("--batch-size", type=int, default=256)
+    devices.add_option(extract)
+    extract.set_defaults(func=_extract_features)
+
+    subsample = subparsers.add_parser(
+        "subsample",
+        help="a class-balanced subset of a prepared dataset",
+        description="The first K images of every class in a seeded random order, written in the store format "
+        "(atomically). Refuses K larger than the smallest class.",
+    )
+    subsample.add_argument("--data", required=True, metavar="DIR", help="prepared dataset (e.g. the source bank)")
+    subsample.add_argument("--per-class", required=True, type=int, metavar="K")
+    subsample.add_argument("--out", required=True, metavar="DIR")
+    subsample.add_argument("--seed", type=int, default=0)
+    subsample.set_defaults(func=_subsample)
+
+    curve = subparsers.add_parser(
+        "eval-curve",
+        help="a run's forgetting curve: target top-1 and source k-NN at every saved step",
+        description="One model load: for each RUN/curve/step_*.safetensors in step order, then the final "
+        "RUN/trainable.safetensors (its selected step, final: true), the target top-1 of the run's head and the "
+        "source k-NN (every k) on the given (usually subsampled) bank and queries.",
+    )
+    curve.add_argument("--spec", required=True, help="experiment spec YAML")
+    curve.add_argument("--run", required=True, help="run folder from `vitpeft train`")
+    curve.add_argument("--target-data", required=True, metavar="DIR", help="prepared target test set")
+    _source_options(curve)
+    _knn_options(curve)
+    curve.add_argument("--out", required=True, metavar="JSON", help="curve JSON to write")
+    curve.add_argument("--batch-size", type=int, default=256)
+    devices.add_option(curve)
+    curve.set_defaults(func=_eval_curve)
 
 
 def _common(parser) -> None:
@@ -42,6 +91,15 @@ def _common(parser) -> None:
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--batch-size", type=int, default=256)
     devices.add_option(parser)
+
+
+def _source_options(parser) -> None:
+    parser.add_argument("--bank", required=True, metavar="DIR", help="prepared bank (e.g. ImageNet train)")
+    parser.add_argument("--queries", required=True, metavar="DIR", help="prepared queries (e.g. ImageNet val)")
+    parser.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, help="default: ImageNet's")
+    parser.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, help="default: ImageNet's")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="how features are kept for the vote (computed in fp32 either way); default fp32")
 
 
 def _knn_options(parser) -> None:
@@ -62,9 +120,43 @@ def _eval_source(args) -> int:
 
     spec = spec_lib.load(args.spec)
     result = eval_source(
-        spec, args.run, args.bank, args.queries, args.k, args.temperature, args.mean, args.std, args.device, args.batch_size
-    )
+        spec, args.run, args.bank, args.queries, args.k, args.temperature, args.mean, args.std, args.device,
+        args.batch_size, args.precision, args.pretrained_features,
+    )  # fmt: skip
     return _write(args.out, result)
+
+
+def _extract_features(args) -> int:
+    from vitpeft import features
+
+    spec = spec_lib.load(args.spec)
+    data = features.load_source(args.bank, args.queries, args.mean, args.std, args.precision)
+    features.extract_pretrained(spec, data, args.out, devices.pick(args.device), args.batch_size)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _subsample(args) -> int:
+    from vitpeft import subset
+
+    count = subset.write(args.data, args.per_class, args.out, args.seed)
+    print(f"wrote {args.out}: {count} images, {args.per_class} per class")
+    return 0
+
+
+def _eval_curve(args) -> int:
+    from vitpeft.curve import eval_curve
+
+    spec = spec_lib.load(args.spec)
+    result = eval_curve(
+        spec, args.run, args.target_data, args.bank, args.queries, args.k, args.temperature, args.mean, args.std,
+        args.device, args.batch_size, args.precision,
+    )  # fmt: skip
+    write_json(args.out, result)
+    final = result["points"][-1]
+    print(json.dumps({"points": len(result["points"]), "final_target_acc": final["target_acc"],
+                      "final_source_acc": final["source_acc"]}))  # fmt: skip
+    return 0
 
 
 def _write(out, result) -> int:

@@ -1,0 +1,138 @@
+"""The forgetting curve: class-balanced subsets, and every saved step scored as the table scores a run."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from runs import make_spec, perturb, random_dataset, write_run, write_spec
+from safetensors.torch import save_file
+
+from vitpeft import cli, evaluate, methods, model as models, store
+
+KS = (1, 5)
+
+
+def run_cli(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def uneven(folder, counts, seed=0):
+    """A dataset with `counts[c]` images of class c, classes interleaved, each image tagged by its index."""
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
+    labels = labels[np.random.default_rng(seed).permutation(len(labels))]
+    images = np.zeros((len(labels), 4, 4, 3), dtype=np.uint8)
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = np.arange(len(labels)) % 256, np.arange(len(labels)) // 256
+    store.save(folder, images, labels, [f"c{c}" for c in range(len(counts))], source="uneven")
+    return folder
+
+
+def test_subsample_keeps_k_per_class_seeded_in_original_order(tmp_path, capsys):
+    data = uneven(tmp_path / "data", [7, 5, 9])
+    code, _ = run_cli(["subsample", "--data", data, "--per-class", 3, "--out", tmp_path / "sub", "--seed", 4], capsys)
+    assert code == 0
+    original, sub = store.load(data), store.load(tmp_path / "sub")
+    assert sub.classes == original.classes and np.bincount(sub.labels).tolist() == [3, 3, 3]
+    kept = sub.images[:, 0, 0, 0].astype(int) + 256 * sub.images[:, 0, 0, 1].astype(int)  # each image's index in `data`
+    assert (np.diff(kept) > 0).all()  # original order
+    assert np.array_equal(original.images[kept], sub.images) and np.array_equal(original.labels[kept], sub.labels)
+    assert run_cli(["subsample", "--data", data, "--per-class", 3, "--out", tmp_path / "again", "--seed", 4], capsys)[0] == 0
+    assert np.array_equal(store.load(tmp_path / "again").images, sub.images)  # same seed, same subset
+    assert run_cli(["subsample", "--data", data, "--per-class", 3, "--out", tmp_path / "other", "--seed", 5], capsys)[0] == 0
+    assert not np.array_equal(store.load(tmp_path / "other").images, sub.images)
+
+
+def test_subsample_refuses_more_than_the_smallest_class(tmp_path, capsys):
+    data = uneven(tmp_path / "data", [7, 5, 9])
+    code, err = run_cli(["subsample", "--data", data, "--per-class", 6, "--out", tmp_path / "sub"], capsys)
+    assert code == 2 and len(err) == 1
+    assert f"{data}: class 'c1' has only 5 images" in err[0] and "--per-class 5 or less" in err[0]
+    assert not (tmp_path / "sub").exists()
+
+
+@pytest.fixture
+def domains(tmp_path):
+    return {
+        "target": random_dataset(tmp_path / "target_test", 20, seed=3),
+        "bank": random_dataset(tmp_path / "bank", 40, seed=1),
+        "queries": random_dataset(tmp_path / "queries", 20, seed=2),
+    }
+
+
+def curve_argv(spec_file, run, domains, out):
+    return ["eval-curve", "--spec", spec_file, "--run", run, "--target-data", domains["target"], "--bank",
+            domains["bank"], "--queries", domains["queries"], "--out", out, "--k", *KS, "--device", "cpu"]  # fmt: skip
+
+
+def add_point(run, step, state):
+    (run / "curve").mkdir(exist_ok=True)
+    save_file(state, str(run / "curve" / f"step_{step:06d}.safetensors"))
+
+
+def test_every_point_scores_as_the_table_scores_that_step(tmp_path, tiny_model_cfg, domains, capsys):
+    spec = make_spec(tiny_model_cfg, "block_expansion", {"p": 2})
+    run = write_run(spec, tmp_path / "run", lambda model: perturb(model, 0.5, seed=1))
+    states = {}
+    for step, scale in ((10, 0.1), (2, 0.02)):  # written out of order: the curve sorts by step
+        model = models.for_training(spec)
+        perturb(model, scale, seed=step)
+        states[step] = methods.trainable_state(model)
+        add_point(run, step, states[step])
+    out = tmp_path / "curve.json"
+    code, _ = run_cli(curve_argv(write_spec(spec, tmp_path / "s.yaml"), run, domains, out), capsys)
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert [(p["step"], p["final"]) for p in result["points"]] == [(2, False), (10, False), (spec["train"]["steps"], True)]
+    assert result["headline_k"] == 1 and result["ks"] == [1, 5] and result["query_count"] == 20
+    # Each point equals eval-target and eval-source of a run folder holding that point's weights.
+    for point in result["points"]:
+        alone = tmp_path / f"alone_{point['step']}"
+        alone.mkdir()
+        source_file = run / "curve" / f"step_{point['step']:06d}.safetensors" if not point["final"] else run / models.TRAINABLE_FILE
+        shutil.copy(source_file, alone / models.TRAINABLE_FILE)
+        target = evaluate.eval_target(spec, alone, domains["target"], "cpu")
+        source = evaluate.eval_source(spec, alone, domains["bank"], domains["queries"], ks=KS, device="cpu")
+        assert point["target_acc"] == target["top1"]
+        assert point["source_knn"] == source["knn"] and point["source_acc"] == source["top1"]
+    assert len({json.dumps(p["source_knn"]) for p in result["points"]}) > 1  # the backbone moved between points
+
+
+def test_a_run_without_a_curve_scores_its_final_weights(tmp_path, tiny_model_cfg, domains, capsys):
+    spec = make_spec(tiny_model_cfg, "linear")
+    run = write_run(spec, tmp_path / "run", perturb)
+    (run / "summary.json").write_text('{"selected_step": 250}')
+    out = tmp_path / "curve.json"
+    assert run_cli(curve_argv(write_spec(spec, tmp_path / "s.yaml"), run, domains, out), capsys)[0] == 0
+    (point,) = json.loads(out.read_text())["points"]
+    assert point["step"] == 250 and point["final"] is True
+    assert point["source_knn"] == evaluate.eval_source(spec, None, domains["bank"], domains["queries"], ks=KS)["knn"]
+
+
+def foreign_point(run, tiny_model_cfg):
+    """A curve file saved by a LoRA run, in a block-expansion run's folder."""
+    add_point(run, 5, methods.trainable_state(models.for_training(make_spec(tiny_model_cfg, "lora", {"r": 2}))))
+    return run / "curve" / "step_000005.safetensors", "does not fit the spec's model"
+
+
+def misnamed_point(run, tiny_model_cfg):
+    (run / "curve").mkdir()
+    shutil.copy(run / models.TRAINABLE_FILE, run / "curve" / "step_last.safetensors")
+    return run / "curve" / "step_last.safetensors", "not a curve point"
+
+
+def missing_summary(run, tiny_model_cfg):
+    (run / "summary.json").unlink()
+    return run / "summary.json", "is missing"
+
+
+@pytest.mark.parametrize("breakage", [foreign_point, misnamed_point, missing_summary])
+def test_a_broken_run_is_one_line_naming_the_file_and_no_curve(tmp_path, tiny_model_cfg, domains, capsys, breakage):
+    spec = make_spec(tiny_model_cfg, "block_expansion", {"p": 1})
+    run = write_run(spec, tmp_path / "run")
+    named, says = breakage(run, tiny_model_cfg)
+    out = tmp_path / "curve.json"
+    code, err = run_cli(curve_argv(write_spec(spec, tmp_path / "s.yaml"), run, domains, out), capsys)
+    errors = [line for line in err if "error:" in line]
+    assert code == 2 and len(errors) == 1 and str(named) in errors[0] and says in errors[0]
+    assert not out.exists()
