@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 demo: setup
-	snakemake --configfile config/demo.yaml --cores $(CORES) all
+	snakemake all --cores $(CORES) --configfile config/demo.yaml
 	@cat results/demo/table.md
 
 test: setup
@@ -51,12 +51,12 @@ slurm-down:
 cluster: setup
 	snakemake --profile slurm all
 
-# After a run: record data/ and results/ in DVC and upload them; then commit the pointers.
+# After a run: record data/, results/ and cache/ in DVC and upload them; then commit the pointers.
 push: setup
-	dvc add $(wildcard data results)
+	dvc add $(wildcard data results cache)
 	dvc push
-	@echo "Now: git add $(addsuffix .dvc,$(wildcard data results)) && git commit -m 'data/results of <run>' && git push"
+	@echo "Now: git add $(addsuffix .dvc,$(wildcard data results cache)) && git commit -m 'data/results of <run>' && git push"
 
-# A teammate: fetch data and results (nothing recomputes afterwards).
+# A teammate: fetch results/ and data/ (not cache/: `scripts/dvc-pull.sh cache.dvc`); nothing recomputes.
 pull: setup
-	dvc pull
+	scripts/dvc-pull.sh
