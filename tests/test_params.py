@@ -60,23 +60,24 @@ def test_unknown_model_name_is_an_error():
 
 
 ROWS = [
-    {"experiment": "full", "method": "full", "trainable": 85_875_556, "paper": 85_900_000},
-    {"experiment": "lora_qkv_r8", "method": "lora_qkv", "trainable": 371_812, "paper": None},
+    {"experiment": "full", "dataset": "cifar100", "method": "full", "trainable": 85_875_556, "paper": 85_900_000},
+    {"experiment": "lora_qkv_r8", "dataset": "cifar100", "method": "lora_qkv", "trainable": 371_812, "paper": None},
 ]
 
 
 def test_csv_has_the_agreed_columns_and_plain_numbers():
     rows = list(csv.DictReader(io.StringIO(params.render(ROWS, "csv"))))
-    assert list(rows[0]) == ["experiment", "method", "trainable", "paper"]
-    assert rows[0] == {"experiment": "full", "method": "full", "trainable": "85875556", "paper": "85900000"}
+    assert list(rows[0]) == ["experiment", "dataset", "method", "trainable", "paper"]
+    assert rows[0] == {"experiment": "full", "dataset": "cifar100", "method": "full", "trainable": "85875556",
+                       "paper": "85900000"}
     assert rows[1]["paper"] == ""  # no paper figure for this one
 
 
 def test_table_shows_readable_numbers_and_a_dash_where_the_paper_has_none():
     lines = params.render(ROWS, "table").splitlines()
-    assert lines[0].split() == ["experiment", "method", "trainable", "paper"]
-    assert lines[2].split() == ["full", "full", "85,875,556", "85,900,000"]
-    assert lines[3].split() == ["lora_qkv_r8", "lora_qkv", "371,812", "-"]
+    assert lines[0].split() == ["experiment", "dataset", "method", "trainable", "paper"]
+    assert lines[2].split() == ["full", "cifar100", "full", "85,875,556", "85,900,000"]
+    assert lines[3].split() == ["lora_qkv_r8", "cifar100", "lora_qkv", "371,812", "-"]
 
 
 def test_the_subcommand_parses_its_options():
@@ -86,6 +87,9 @@ def test_the_subcommand_parses_its_options():
     assert (args.config, args.format, args.model, args.func) == ("c.yaml", "csv", "vit_small_patch16_224", params.run)
     with pytest.raises(SystemExit):
         parser.parse_args(["params", "--config", "c.yaml", "--format", "json"])
+    assert parser.parse_args(["params", "--config", "c.yaml", "--preset", "mae_vitb16"]).preset == "mae_vitb16"
+    with pytest.raises(SystemExit):  # one scale at a time
+        parser.parse_args(["params", "--config", "c.yaml", "--preset", "mae_vitb16", "--model", "vit_small_patch16_224"])
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,9 +119,38 @@ def test_the_demo_config_counts_at_the_paper_scale_with_model_override(capsys):
     out = run_params(capsys, "--config", str(REPO / "config" / "demo.yaml"), "--format", "csv",
                      "--model", "vit_base_patch16_224")
     rows = {row["experiment"]: row for row in csv.DictReader(io.StringIO(out))}
-    demo_classes = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["target"]["num_classes"]
+    demo_classes = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["synthetic"]["target_classes"]
+    assert {row["dataset"] for row in rows.values()} == {"synthetic"}
     assert int(rows["linear"]["trainable"]) == 769 * demo_classes
     assert int(rows["lora_r8"]["trainable"]) == 36_864 * 8 + 769 * demo_classes
+
+
+def test_each_target_dataset_gets_its_rows_with_its_own_head(tmp_path):
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    demo["target"]["datasets"] = ["synthetic", "cifar100"]
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(demo))
+    rows = params.count_rows(tmp_path / "two.yaml", preset="dino_vits16")
+    linear = {row["dataset"]: row["trainable"] for row in rows if row["experiment"] == "linear"}
+    assert linear == {"synthetic": 384 * 10 + 10, "cifar100": 384 * 100 + 100}
+
+
+def test_a_preset_counts_the_papers_grid_on_that_backbone(capsys):
+    out = run_params(capsys, "--config", str(REPO / "config" / "config.yaml"), "--format", "csv",
+                     "--preset", "dinov2_vitb14_reg")
+    trainable = {row["experiment"]: int(row["trainable"]) for row in csv.DictReader(io.StringIO(out))}
+    d, head = 768, 768 * 100 + 100
+    block = 12 * d * d + 13 * d + 2 * d  # a ViT-B block plus LayerScale's two gammas
+    assert trainable["linear"] == head
+    assert trainable["top3"] == 3 * block + 2 * d + head
+    assert trainable["lora_r8"] == 12 * 2 * 8 * (d + d) + head
+    assert trainable["block_p3"] == 3 * block + head
+    # patch embedding, CLS + 4 registers, 16x16 positions (none for CLS or registers), blocks, final norm, head
+    assert trainable["full"] == (d * 3 * 14 * 14 + d) + 5 * d + 256 * d + 12 * block + 2 * d + head
+
+
+def test_an_unknown_preset_is_an_error_before_the_config_is_read(tmp_path):
+    with pytest.raises(VitpeftError, match="unknown backbone preset 'dino_vitz'.*dino_vitb16"):
+        params.count_rows(tmp_path / "absent.yaml", preset="dino_vitz")
 
 
 def test_a_missing_config_is_an_error(tmp_path):

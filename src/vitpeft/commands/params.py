@@ -4,9 +4,10 @@ import csv
 import io
 import sys
 
+from vitpeft import backbones
 from vitpeft.errors import VitpeftError
 
-COLUMNS = ["experiment", "method", "trainable", "paper"]
+COLUMNS = ["experiment", "dataset", "method", "trainable", "paper"]
 DEFAULT_IMG_SIZE = 224
 
 
@@ -21,41 +22,64 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--config", required=True, help="workflow config YAML (e.g. config/config.yaml)")
     parser.add_argument("--format", default="table", choices=["table", "csv"], help="output format (default table)")
-    parser.add_argument(
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument(
         "--model", default=None, metavar="NAME",
         help="count at this timm model's default scale instead of the config's model (e.g. vit_small_patch16_224)",
+    )
+    scale.add_argument(
+        "--preset", default=None, metavar="NAME",
+        help=f"count on this backbone preset instead of the config's model (one of: {', '.join(backbones.PRESETS)})",
     )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    rows = count_rows(args.config, args.model)
+    rows = count_rows(args.config, args.model, args.preset)
     sys.stdout.write(render(rows, args.format))
     return 0
 
 
-def count_rows(config_path, model_name=None) -> list:
-    """One row per experiment: name, method, our trainable count, the paper's (None where it has none)."""
+def count_rows(config_path, model_name=None, preset=None) -> list:
+    """One row per experiment and target dataset (its head): our trainable count, the paper's (None where it has none).
+
+    The specs are the ones the workflow trains (vitpeft.plan), for the first
+    seed (seeds change no count). `model_name` (a timm model at its default
+    size) or `preset` (vitpeft.backbones) replaces the config's model.
+    """
     from vitpeft import config as config_lib
     from vitpeft import methods
+    from vitpeft.plan import Plan
 
-    cfg = config_lib.load(config_path, check_files=False)  # counting needs neither ImageNet nor the checkpoint
+    model = replacement_model(model_name, preset)  # an unknown name fails before the config is read
+    cfg = config_lib.load(config_path)
     paper = config_lib.paper_figures(cfg)
     rows = []
-    for name, spec in config_lib.experiment_specs(cfg).items():
-        if model_name is not None:
-            spec = {**spec, "model": default_model_cfg(model_name)}
+    for (dataset, name, seed), run in Plan(cfg).runs.items():
+        if seed != cfg["seeds"][0]:
+            continue
+        spec = run.spec if model is None else {**run.spec, "model": model}
         try:
             trainable = methods.count_trainable(spec)
         except VitpeftError as error:
             raise VitpeftError(f"experiment {name!r}: {error}") from None
         rows.append({
             "experiment": name,
-            "method": spec["method"],
+            "dataset": dataset,
+            "method": run.method,
             "trainable": trainable,
             "paper": paper.get(name, {}).get("params"),
         })
     return rows
+
+
+def replacement_model(model_name=None, preset=None):
+    """The spec `model` section that --model or --preset asks for; None keeps the config's."""
+    if preset is not None:
+        return backbones.model_cfg(preset)
+    if model_name is not None:
+        return default_model_cfg(model_name)
+    return None
 
 
 def default_model_cfg(name: str) -> dict:
@@ -77,8 +101,10 @@ def render(rows: list, fmt: str) -> str:
         return out.getvalue()
     from tabulate import tabulate
 
-    table = [[row["experiment"], row["method"], _thousands(row["trainable"]), _thousands(row["paper"])] for row in rows]
-    return tabulate(table, headers=COLUMNS, colalign=("left", "left", "right", "right"), disable_numparse=True) + "\n"
+    table = [[row["experiment"], row["dataset"], row["method"], _thousands(row["trainable"]), _thousands(row["paper"])]
+             for row in rows]
+    return tabulate(table, headers=COLUMNS, colalign=("left", "left", "left", "right", "right"),
+                    disable_numparse=True) + "\n"
 
 
 def _thousands(count) -> str:
