@@ -14,7 +14,7 @@ from vitpeft.methods.qkv import SplitQKV, split_qkv
 
 VIT_B = {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}
 
-PAPER_COUNTS = [  # PROTOCOL.md, ViT-B/16 with a 100-class head
+PAPER_COUNTS = [  # docs/protocol.md, ViT-B/16 with a 100-class head
     ("full", {}, 85_875_556),
     ("topk", {"k": 3}, 21_342_052),
     ("linear", {}, 76_900),
