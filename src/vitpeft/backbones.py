@@ -21,14 +21,17 @@ and the feature DINO's weighted k-NN scores:
   feature                    the k-NN feature (FEATURES)
   about                      what the weights are; "public code" names the paper code's HF model id
 
-No sha256 is given: none of these files has a published checksum.
+No sha256 is given: we found none published for these files (set the
+config's sha256 once you have verified a download).
 """
+
+import copy
 
 from vitpeft.errors import VitpeftError
 
 LAYOUTS = {
     "timm": "a state dict with timm's names (DINO's .pth files, MAE without wrapper, timm hub .safetensors)",
-    "dinov2": "facebookresearch/dinov2 .pth: timm-like names plus mask_token, register_tokens, CLS position in pos_embed",
+    "dinov2": "facebookresearch/dinov2 .pth: timm's names plus mask_token, register_tokens, a CLS position",
     "mae": "facebookresearch/mae .pth: {'model': state dict with timm's names}",
     "npz": "Google's JAX .npz (Transformer/encoderblock_N/...), read by timm's _load_weights",
 }
@@ -60,7 +63,7 @@ ARCHITECTURES = {
 DINO = "https://dl.fbaipublicfiles.com/dino"
 DINOV2 = "https://dl.fbaipublicfiles.com/dinov2"
 VIT_21K = "https://storage.googleapis.com/vit_models/imagenet21k"
-VIT_21K_1K = "https://storage.googleapis.com/vit_models/imagenet21k%2Bimagenet2012"  # the folder "imagenet21k+imagenet2012"
+VIT_21K_1K = "https://storage.googleapis.com/vit_models/imagenet21k%2Bimagenet2012"  # folder imagenet21k+imagenet2012
 AUGREG = "https://storage.googleapis.com/vit_models/augreg"
 
 
@@ -81,7 +84,7 @@ PRESETS = {
     "dino_vitb16": _preset(
         "vit_base_patch16_224", f"{DINO}/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth", "timm",
         "timm/vit_base_patch16_224.dino", IMAGENET_MEAN, IMAGENET_STD,
-        "DINO ViT-B/16, self-supervised on ImageNet-1k: the paper's backbone (public code: facebook/dino-vitb16)"),
+        "DINO ViT-B/16, self-supervised on ImageNet-1k, the paper's backbone (public code: facebook/dino-vitb16)"),
     "dino_vitb8": _preset(
         "vit_base_patch8_224", f"{DINO}/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth", "timm",
         "timm/vit_base_patch8_224.dino", IMAGENET_MEAN, IMAGENET_STD,
@@ -93,17 +96,17 @@ PRESETS = {
         "ViT-B/16 supervised on ImageNet-1k only (AugReg, Steiner et al. 2021)"),
     "sup_vitb16_in21k": _preset(
         "vit_base_patch16_224", f"{VIT_21K}/ViT-B_16.npz", "npz", "timm/vit_base_patch16_224.orig_in21k", HALF, HALF,
-        "ViT-B/16 supervised on ImageNet-21k, the original ViT release (public code: google/vit-base-patch16-224-in21k)"),
+        "ViT-B/16 supervised on ImageNet-21k, original ViT release (public code: google/vit-base-patch16-224-in21k)"),
     "sup_vitb16_in21k_ft_in1k": _preset(
         "vit_base_patch16_224", f"{VIT_21K_1K}/ViT-B_16-224.npz", "npz",
         "timm/vit_base_patch16_224.orig_in21k_ft_in1k", HALF, HALF,
-        "ViT-B/16 supervised on ImageNet-21k, fine-tuned on ImageNet-1k at 224 (public code: google/vit-base-patch16-224)"),
+        "ViT-B/16 supervised on ImageNet-21k, fine-tuned on ImageNet-1k (public code: google/vit-base-patch16-224)"),
     "sup_vitl16_in21k": _preset(
         "vit_large_patch16_224", f"{VIT_21K}/ViT-L_16.npz", "npz", "timm/vit_large_patch16_224.orig_in21k", HALF, HALF,
-        "ViT-L/16 supervised on ImageNet-21k, the original ViT release (public code: google/vit-large-patch16-224-in21k)"),
+        "ViT-L/16 supervised on ImageNet-21k, original ViT release (public code: google/vit-large-patch16-224-in21k)"),
     "sup_vitl16_in21k_ft_in1k": _preset(
         "vit_large_patch16_224", f"{VIT_21K_1K}/ViT-L_16-224.npz", "npz", None, HALF, HALF,
-        "ViT-L/16 supervised on ImageNet-21k, fine-tuned on ImageNet-1k at 224 (public code: google/vit-large-patch16-224)"),
+        "ViT-L/16 supervised on ImageNet-21k, fine-tuned on ImageNet-1k (public code: google/vit-large-patch16-224)"),
     "dinov2_vitb14": _preset(
         "vit_base_patch14_dinov2", f"{DINOV2}/dinov2_vitb14/dinov2_vitb14_pretrain.pth", "dinov2",
         "timm/vit_base_patch14_dinov2.lvd142m", IMAGENET_MEAN, IMAGENET_STD,
@@ -119,13 +122,15 @@ PRESETS = {
 }
 DEFAULT = "dino_vitb16"  # the paper's backbone
 
-SHAPE_KEYS = ("patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio", "prefix_tokens", "registers", "layer_scale")
+SHAPE_KEYS = ("patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio", "prefix_tokens", "registers",
+              "layer_scale")
 
 
 def get(name: str) -> dict:
+    """A copy of preset `name` (the table stays as written)."""
     if name not in PRESETS:
         raise VitpeftError(f"unknown backbone preset {name!r} (known: {', '.join(PRESETS)})")
-    return PRESETS[name]
+    return copy.deepcopy(PRESETS[name])
 
 
 def model_cfg(name: str) -> dict:
@@ -134,15 +139,15 @@ def model_cfg(name: str) -> dict:
     return {"name": preset["arch"], "img_size": preset["img_size"], "kwargs": {}}
 
 
-def describe(model_cfg: dict) -> dict:
+def describe(model: dict) -> dict:
     """Shape of the model a spec's `model` section builds: SHAPE_KEYS and img_size.
 
     From the table when the architecture is a preset's and no kwargs change it
     (instant, no torch); otherwise timm builds it on the meta device.
     """
-    known = ARCHITECTURES.get(model_cfg["name"])
-    if known is not None and not model_cfg.get("kwargs"):
-        return {**known, "img_size": model_cfg["img_size"]}
+    known = ARCHITECTURES.get(model["name"])
+    if known is not None and not model.get("kwargs"):
+        return {**known, "img_size": model["img_size"]}
     from vitpeft.backbone import build_model, shape_of
 
-    return {**shape_of(build_model(model_cfg, num_classes=0, device="meta")), "img_size": model_cfg["img_size"]}
+    return {**shape_of(build_model(model, num_classes=0, device="meta")), "img_size": model["img_size"]}
