@@ -3,6 +3,8 @@
 Inputs are uint8 N x H x W x 3 tensors (the store's layout); outputs are float
 N x 3 x size x size in [0, 1]. Doing the crop, flip and resize as one
 `grid_sample` per batch keeps a GPU fed without a pool of PIL workers.
+`apply_policy` adds the public code's optional RandAugment, TrivialAugmentWide
+and RandomErasing on the cropped float batch, per image.
 """
 
 import functools
