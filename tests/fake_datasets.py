@@ -10,6 +10,7 @@ class (`colour(label)`), so a stored image shows which label it carries.
 import hashlib
 import json
 import pickle
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,11 @@ class Fake:
     classes: list
     md5s: dict = field(default_factory=dict)  # file name -> md5, for the files torchvision checks
     arrays: dict = field(default_factory=dict)  # split -> uint8 N x H x W x 3, for datasets shipped as arrays
+
+
+def worker_imports_torch(_) -> bool:
+    """Run in a decoding worker: has that process imported torch?"""
+    return "torch" in sys.modules
 
 
 def colour(label: int) -> tuple:

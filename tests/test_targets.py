@@ -77,6 +77,13 @@ def test_decoding_in_a_process_pool_gives_the_same_store(tmp_path):
         assert np.array_equal(store.load(tmp_path / "one" / split).images, store.load(tmp_path / "pool" / split).images)
 
 
+def test_decoding_workers_do_not_import_torch():
+    import torch  # noqa: F401  (the parent has it, as prepare's does: the workers must not inherit it)
+
+    with targets._mapper(workers=2, count=2) as mapper:
+        assert list(mapper(fakes.worker_imports_torch, [0, 1])) == [False, False]
+
+
 def test_registry_is_read_without_importing_torch():
     code = "import sys, vitpeft.targets as t; t.REGISTRY['dtd'].classes; t.stored_side('food101'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

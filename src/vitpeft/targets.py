@@ -447,10 +447,11 @@ def prepare(name: str, root, out, size: int | None = None, md5s: dict | None = N
     for split, part in splits.items():
         _check_split(name, root, split, part)
     _check_free_space(out, sum(len(part.labels) for part in splits.values()) * side * side * 3)
-    with atomic_path(out) as tmp:
+    files = sum(len(part.paths or ()) for part in splits.values())
+    with atomic_path(out) as tmp, _mapper(workers, files) as mapper:  # one pool for every split
         tmp.mkdir()
         for split, part in splits.items():
-            _write(tmp / split, part, side, workers)
+            _write(tmp / split, part, side, mapper)
     return {split: len(part.labels) for split, part in splits.items()}
 
 
@@ -462,20 +463,19 @@ def _check_free_space(out: Path, needed: int) -> None:
         raise VitpeftError(f"{out} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free there")
 
 
-def _write(folder: Path, part: _Split, side: int, workers: int | None) -> None:
+def _write(folder: Path, part: _Split, side: int, mapper) -> None:
     if part.images is not None:  # CIFAR, STL-10: already uint8 arrays at their native size
         store.save(folder, part.images, part.labels, part.classes, source=part.source)
         return
     # The store's format, with images filled in place on disk: Food-101 at 256 is 20 GB.
     folder.mkdir()
     images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=(len(part.paths), side, side, 3))
-    with _mapper(workers, len(part.paths)) as mapper:
-        for i, (path, image) in enumerate(zip(part.paths, mapper(functools.partial(_decode, side=side), part.paths))):
-            if isinstance(image, str):
-                raise VitpeftError(f"cannot read image {path}: {image}")
-            images[i] = image
-            if (i + 1) % REPORT_EVERY == 0:
-                print(f"{folder.name}: {i + 1}/{len(part.paths)} images", file=sys.stderr, flush=True)
+    for i, (path, image) in enumerate(zip(part.paths, mapper(functools.partial(_decode, side=side), part.paths))):
+        if isinstance(image, str):
+            raise VitpeftError(f"cannot read image {path}: {image}")
+        images[i] = image
+        if (i + 1) % REPORT_EVERY == 0:
+            print(f"{folder.name}: {i + 1}/{len(part.paths)} images", file=sys.stderr, flush=True)
     images.flush()
     del images
     np.save(folder / "labels.npy", part.labels)
@@ -488,7 +488,7 @@ def _mapper(workers: int | None, count: int):
     """`map`, or a process pool's ordered imap; 'spawn' workers import this module, numpy and PIL, never torch."""
     if workers is None:  # the CPUs this process may use: a SLURM job's allocation, not the node's count
         workers = 1 if count < POOL_MIN else min(len(os.sched_getaffinity(0)), 16)
-    if workers <= 1:
+    if workers <= 1 or count == 0:
         yield map
         return
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
