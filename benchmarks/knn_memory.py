@@ -103,7 +103,8 @@ def main(argv=None) -> int:
         return 0
     main_run = in_subprocess(args.bank, args.queries, args.dtype)
     half_bank = in_subprocess(args.bank // 2, args.queries, args.dtype)  # how the working set scales with Nb
-    projected = knn.vote_bytes(IMAGENET["bank"], IMAGENET["queries"], DIM, KS, NUM_CLASSES, knn.STORAGE[args.dtype].itemsize)
+    storage_bytes = knn.STORAGE[args.dtype].itemsize
+    projected = knn.vote_bytes(IMAGENET["bank"], IMAGENET["queries"], DIM, KS, NUM_CLASSES, storage_bytes)
     result = {
         **main_run,
         "date": datetime.date.today().isoformat(),

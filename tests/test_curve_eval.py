@@ -37,9 +37,10 @@ def test_subsample_keeps_k_per_class_seeded_in_original_order(tmp_path, capsys):
     kept = sub.images[:, 0, 0, 0].astype(int) + 256 * sub.images[:, 0, 0, 1].astype(int)  # each image's index in `data`
     assert (np.diff(kept) > 0).all()  # original order
     assert np.array_equal(original.images[kept], sub.images) and np.array_equal(original.labels[kept], sub.labels)
-    assert run_cli(["subsample", "--data", data, "--per-class", 3, "--out", tmp_path / "again", "--seed", 4], capsys)[0] == 0
+    for out, seed in (("again", 4), ("other", 5)):
+        argv = ["subsample", "--data", data, "--per-class", 3, "--out", tmp_path / out, "--seed", seed]
+        assert run_cli(argv, capsys)[0] == 0
     assert np.array_equal(store.load(tmp_path / "again").images, sub.images)  # same seed, same subset
-    assert run_cli(["subsample", "--data", data, "--per-class", 3, "--out", tmp_path / "other", "--seed", 5], capsys)[0] == 0
     assert not np.array_equal(store.load(tmp_path / "other").images, sub.images)
 
 
@@ -83,14 +84,16 @@ def test_every_point_scores_as_the_table_scores_that_step(tmp_path, tiny_model_c
     code, _ = run_cli(curve_argv(write_spec(spec, tmp_path / "s.yaml"), run, domains, out), capsys)
     assert code == 0
     result = json.loads(out.read_text())
-    assert [(p["step"], p["final"]) for p in result["points"]] == [(2, False), (10, False), (spec["train"]["steps"], True)]
+    steps = [(p["step"], p["final"]) for p in result["points"]]
+    assert steps == [(2, False), (10, False), (spec["train"]["steps"], True)]  # the final one: summary.json's step
     assert result["headline_k"] == 1 and result["ks"] == [1, 5] and result["query_count"] == 20
     # Each point equals eval-target and eval-source of a run folder holding that point's weights.
     for point in result["points"]:
         alone = tmp_path / f"alone_{point['step']}"
         alone.mkdir()
-        source_file = run / "curve" / f"step_{point['step']:06d}.safetensors" if not point["final"] else run / models.TRAINABLE_FILE
-        shutil.copy(source_file, alone / models.TRAINABLE_FILE)
+        point_file = run / "curve" / f"step_{point['step']:06d}.safetensors"
+        weights = run / models.TRAINABLE_FILE if point["final"] else point_file
+        shutil.copy(weights, alone / models.TRAINABLE_FILE)
         target = evaluate.eval_target(spec, alone, domains["target"], "cpu")
         source = evaluate.eval_source(spec, alone, domains["bank"], domains["queries"], ks=KS, device="cpu")
         assert point["target_acc"] == target["top1"]

@@ -16,7 +16,7 @@ KS = (1, 5, 20)
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    """A checkpoint, a bank and queries, and the cache extracted from them by the CLI (made once: tests only read it)."""
+    """A checkpoint, a bank and queries, and the cache the CLI extracts from them (made once: tests only read it)."""
     torch.set_num_threads(1)
     tmp_path, tiny_model_cfg = tmp_path_factory.mktemp("source"), TINY_MODEL
     checkpoint = write_checkpoint(tiny_model_cfg, tmp_path / "backbone.safetensors")
@@ -71,7 +71,8 @@ def test_scores_from_the_cache_equal_scores_computed_directly(tmp_path, tiny_mod
 
 
 def test_fp16_cache_scores_equal_fp16_features_computed_directly(tmp_path, tiny_model_cfg, source):
-    spec_file = write_spec(make_spec(tiny_model_cfg, "linear", checkpoint=str(source["checkpoint"])), tmp_path / "s.yaml")
+    spec = make_spec(tiny_model_cfg, "linear", checkpoint=str(source["checkpoint"]))
+    spec_file = write_spec(spec, tmp_path / "s.yaml")
     cache = tmp_path / "cache16"
     argv = ["extract-features", "--spec", spec_file, "--bank", source["bank"], "--queries", source["queries"],
             "--out", cache, "--precision", "fp16", "--device", "cpu"]  # fmt: skip
@@ -133,7 +134,8 @@ def test_a_missing_cache_is_computed_with_a_log_line(tmp_path, tiny_model_cfg, s
 
 
 def test_extract_features_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, tiny_model_cfg, source, capsys):
-    spec_file = write_spec(make_spec(tiny_model_cfg, "linear", checkpoint=str(source["checkpoint"])), tmp_path / "s.yaml")
+    spec = make_spec(tiny_model_cfg, "linear", checkpoint=str(source["checkpoint"]))
+    spec_file = write_spec(spec, tmp_path / "s.yaml")
     out = tmp_path / "cache_bad"
     base = ["extract-features", "--spec", spec_file, "--queries", source["queries"], "--out", out]
     assert cli.main([str(a) for a in base + ["--bank", source["bank"], "--std", "0", "1", "1"]]) == 2

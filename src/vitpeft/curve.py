@@ -59,7 +59,7 @@ def _selected_step(run_dir: Path) -> int:
 
 
 def check_files(model, curve: list) -> None:
-    """Every point's file must hold exactly the model's trainable tensors: checked from the headers, before any scoring."""
+    """Each point's file must hold exactly the model's trainable tensors: read from the headers, before scoring."""
     from safetensors import safe_open
 
     expected = {name: tuple(p.shape) for name, p in model.named_parameters() if p.requires_grad}

@@ -40,7 +40,8 @@ def eval_target(
 
 def _target_knn(spec, test_dir, ks, temperature, device, batch_size) -> dict:
     """The head-less pretrained backbone's target figure: weighted k-NN, bank = the target train set."""
-    data = features.load_source(spec["data"]["train"], test_dir, spec["data"]["mean"], spec["data"]["std"], what="target")
+    mean, std = spec["data"]["mean"], spec["data"]["std"]
+    data = features.load_source(spec["data"]["train"], test_dir, mean, std, what="target")
     ks = knn.check_settings(ks, temperature, len(data.bank))
     model = models.pretrained(spec, device)
     feats = features.compute(model, data, spec["model"]["img_size"], device, batch_size, _whose(spec, None))
@@ -114,14 +115,16 @@ def eval_source(
 def _model_scores(spec, run_dir, data, untouched, score, device, batch_size) -> tuple:
     """Scores of the run's shared backbone and of its routed view (None without one; from `untouched` if given)."""
     model = models.trained(spec, run_dir, device) if run_dir is not None else models.pretrained(spec, device)
-    extract = lambda net, whose: features.compute(net, data, spec["model"]["img_size"], device, batch_size, whose)  # noqa: E731
+    size, whose = spec["model"]["img_size"], _whose(spec, run_dir)
     knn.log(f"{spec['name']}: shared backbone")
-    shared = score(extract(model, _whose(spec, run_dir)))
+    shared = score(features.compute(model, data, size, device, batch_size, whose))
     with methods.routed(model) as view:
         if view is None:
             return shared, None
         knn.log(f"{spec['name']}: routed view ({spec['method']} without its additions)")
-        return shared, score(untouched if untouched is not None else extract(view, f"{_whose(spec, run_dir)} (routed view)"))
+        if untouched is None:
+            untouched = features.compute(view, data, size, device, batch_size, f"{whose} (routed view)")
+        return shared, score(untouched)
 
 
 def changes_backbone(spec: dict, run_dir) -> bool:
@@ -140,8 +143,8 @@ def check_labels(data, num_classes: int, folder) -> None:
     low, high = int(data.labels.min()), int(data.labels.max())
     if low < 0 or high >= num_classes:
         raise VitpeftError(
-            f"{folder} has labels {low}..{high}, outside 0..{num_classes - 1} (the spec's num_classes = {num_classes}): "
-            "is it the target dataset the spec was trained for?"
+            f"{folder} has labels {low}..{high}, outside 0..{num_classes - 1} "
+            f"(the spec's num_classes = {num_classes}): is it the target dataset the spec was trained for?"
         )
 
 

@@ -79,11 +79,12 @@ def check_mean_std(mean, std) -> None:
 
 def compute(model, data: KnnData, img_size: int, device, batch_size: int, whose: str) -> tuple:
     """(bank, query) features through `model`; NaN or infinite ones are an error naming `whose` weights."""
-    dtype = knn.STORAGE[data.precision]
-    out = []
-    for name, folder, images in (("bank", data.bank_dir, data.bank.images), ("query", data.queries_dir, data.queries.images)):
+    dtype, out = knn.STORAGE[data.precision], []
+    parts = (("bank", data.bank_dir, data.bank.images), ("query", data.queries_dir, data.queries.images))
+    for name, folder, images in parts:
         try:
-            out.append(knn.extract(model, images, img_size, data.mean, data.std, batch_size, device, dtype, f"{name} features"))
+            label = f"{name} features"
+            out.append(knn.extract(model, images, img_size, data.mean, data.std, batch_size, device, dtype, label))
         except knn.NonFiniteFeatures:
             raise VitpeftError(
                 f"{whose} gives NaN or infinite features on {folder}: the weights are broken "
@@ -168,7 +169,8 @@ def cached(folder, expected: dict, device):
     if differing:
         return _unused(folder, f"its provenance differs in {', '.join(differing)}")
     try:
-        bank, queries = (torch.from_numpy(np.load(folder / name, mmap_mode="c")) for name in ("bank.npy", "queries.npy"))
+        # Copy-on-write memory maps: on the CPU the vote reads the cache from disk chunk by chunk.
+        bank, queries = (torch.from_numpy(np.load(folder / f, mmap_mode="c")) for f in ("bank.npy", "queries.npy"))
     except (OSError, ValueError) as error:
         return _unused(folder, f"its features cannot be read ({error})")
     shapes_ok = (len(bank), len(queries)) == (expected["bank"]["count"], expected["queries"]["count"])

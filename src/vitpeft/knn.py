@@ -206,7 +206,8 @@ def knn_predict(
     for q in range(0, len(queries), chunk):
         labels = bank_labels[indices[q : q + chunk]]
         for k in ks:
-            predictions[k][q : q + chunk] = _vote(similarities[q : q + chunk, :k], labels[:, :k], temperature, num_classes)
+            sims = similarities[q : q + chunk, :k]
+            predictions[k][q : q + chunk] = _vote(sims, labels[:, :k], temperature, num_classes)
     return {k: prediction.cpu() for k, prediction in predictions.items()}
 
 

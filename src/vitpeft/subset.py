@@ -39,7 +39,8 @@ def write(data_dir, per_class: int, out, seed: int = 0) -> int:
     first = data.images[0:1]
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(keep), *first.shape[1:]))
+        shape = (len(keep), *first.shape[1:])
+        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
         for at, (start, stop) in _runs(keep):
             images[at : at + stop - start] = data.images[start:stop]
         images.flush()

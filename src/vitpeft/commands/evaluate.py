@@ -87,7 +87,8 @@ def register(subparsers) -> None:
 
 def _common(parser) -> None:
     parser.add_argument("--spec", required=True, help="experiment spec YAML")
-    parser.add_argument("--run", default=None, help="run folder from `vitpeft train` (default: the pretrained backbone)")
+    parser.add_argument("--run", default=None,
+                        help="run folder from `vitpeft train` (default: the pretrained backbone)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     parser.add_argument("--batch-size", type=int, default=256)
     devices.add_option(parser)
