@@ -16,8 +16,9 @@ import yaml
 
 from vitpeft import schema
 from vitpeft.errors import VitpeftError
-from vitpeft.plan import PRETRAINED
 from vitpeft.spec import check_curve_steps
+
+PRETRAINED = "pretrained"  # the untouched backbone's pseudo-experiment, reserved as an experiment name
 
 WORKFLOW_FILLED = {"seed": "the top-level `seeds` list", "curve_steps": "`curve.steps`"}
 
@@ -75,8 +76,16 @@ def _check_experiments(cfg: dict, where: str) -> None:
 
 
 def merged_train(cfg: dict, exp: dict) -> dict:
-    """An experiment's training settings: its overrides over the shared section."""
-    return {**copy.deepcopy(cfg["train"]), **copy.deepcopy(exp["train"])}
+    """An experiment's training settings: its overrides over the shared section, nested sections key by key."""
+    return deep_merge(cfg["train"], exp["train"])
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        is_section = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = deep_merge(merged[key], value) if is_section else copy.deepcopy(value)
+    return merged
 
 
 def _check_curve(cfg: dict, where: str) -> None:

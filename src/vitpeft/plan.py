@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from vitpeft import spec as spec_lib
+from vitpeft.config import PRETRAINED, merged_train
 from vitpeft.errors import VitpeftError
 from vitpeft.paths import inside
 
-PRETRAINED = "pretrained"  # the untouched backbone's pseudo-experiment
 UNTOUCHED = {"linear"}  # methods that train only a head: the backbone stays the pretrained one
 ROUTED = {"lora", "lora_qkv", "peft", "block_expansion"}  # methods with a routed view (the pretrained path)
 KEY_DIGITS = 12
@@ -186,7 +186,7 @@ class Plan:
     # ---------------------------------------------------------------- runs
 
     def _run(self, dataset: str, exp: dict, seed: int) -> Run:
-        train = {**self.cfg["train"], **exp["train"], "seed": seed, "curve_steps": self.curve_steps()}
+        train = {**merged_train(self.cfg, exp), "seed": seed, "curve_steps": self.curve_steps()}
         spec = self._spec(dataset, exp["name"], exp["method"], exp["args"], train, seed)
         target_data = self.targets[dataset]
         key = key_of("train", _without_paths(spec), target_data.key, self.backbone.key)

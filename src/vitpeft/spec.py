@@ -37,6 +37,12 @@ def check_relations(spec: dict, where: str) -> None:
     if train["selection"] == "best_test" and not spec["data"]["test"]:
         raise VitpeftError(f"{where}: data.test: must be set when train.selection is best_test")
     check_curve_steps(train["curve_steps"], train["steps"], f"{where}: train.curve_steps")
+    augment = train["augment"]
+    if augment["trivial_augment"] and augment["rand_augment"]["n"] > 0:
+        raise VitpeftError(
+            f"{where}: train.augment: trivial_augment and rand_augment.n > 0 both set; the public code silently "
+            "uses only TrivialAugmentWide then: choose one"
+        )
 
 
 def check_curve_steps(steps: list, last: int, key: str) -> None:
