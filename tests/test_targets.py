@@ -275,6 +275,17 @@ def test_only_val_is_enough_for_imagefolder(tmp_path):
     assert_prepared(tmp_path / "out", "imagefolder", fake, SIZE)
 
 
+def test_a_missing_scipy_is_named_before_anything_is_fetched(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed: its import fails
+    requests = []
+    with serve(tmp_path, requests) as url:
+        with pytest.raises(VitpeftError, match="flowers102: torchvision needs scipy to read it: pip install scipy"):
+            targets.download("flowers102", tmp_path / "flowers", mirror=url)
+    assert requests == [] and not (tmp_path / "flowers").exists()
+    with pytest.raises(VitpeftError, match="cars: torchvision needs scipy"):
+        targets.prepare("cars", tmp_path / "cars", tmp_path / "out")
+
+
 def test_unknown_dataset_lists_the_known_ones(tmp_path, capsys):
     argv = ["prepare-target", "--dataset", "mnist", "--root", str(tmp_path), "--out", str(tmp_path / "out")]
     assert cli.main(argv) == 2

@@ -21,6 +21,7 @@ transform squashes to 224 (on-device resizing brings 256 to the model's size).
 import contextlib
 import functools
 import http.client
+import importlib.util
 import inspect
 import multiprocessing
 import os
@@ -52,6 +53,7 @@ class Target:
     files: tuple = ()  # what the class reads, relative to --root; a trailing "/" marks a folder
     native: int | None = None  # side of fixed-size originals, stored as they are
     download: bool = True  # False: torchvision cannot fetch it; the user places the files
+    needs: tuple = ()  # modules torchvision's class imports only once it reads (scipy for .mat files)
     page: str = ""
     terms: str = ""
     how_to_get: str = field(default="", compare=False)  # for data the user places
@@ -74,7 +76,7 @@ REGISTRY = {
     ),
     "flowers102": Target(
         "Flowers102", {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}}, 102,
-        ("flowers-102/jpg/", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"),
+        ("flowers-102/jpg/", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"), needs=("scipy",),
         page="https://www.robots.ox.ac.uk/~vgg/data/flowers/102/", terms="see its page",
     ),
     "food101": Target(
@@ -110,7 +112,7 @@ REGISTRY = {
         "StanfordCars", {"train": {"split": "train"}, "test": {"split": "test"}}, 196,
         _batches("stanford_cars", ["devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train/",
                                    "cars_test_annos_withlabels.mat", "cars_test/"]),
-        download=False, page="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (offline)",
+        download=False, needs=("scipy",), page="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (offline)",
         terms="see the copy you obtain",
         how_to_get=(
             "torchvision cannot download Stanford Cars (its original URL is gone and StanfordCars.download "
@@ -131,6 +133,13 @@ def get(name: str) -> Target:
     if name not in REGISTRY:
         raise VitpeftError(f"unknown target dataset {name!r}; known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def _check_needs(name: str) -> None:
+    # Before any download: torchvision imports these only after fetching, to read what it fetched.
+    missing = [module for module in get(name).needs if importlib.util.find_spec(module) is None]
+    if missing:
+        raise VitpeftError(f"{name}: torchvision needs {', '.join(missing)} to read it: pip install {' '.join(missing)}")
 
 
 def stored_side(name: str, size: int | None = None) -> int:
@@ -213,6 +222,7 @@ def download(name: str, root, mirror: str | None = None, md5s: dict | None = Non
     killed or failed download leaves no `root` and the next run starts afresh.
     """
     root = Path(root)
+    _check_needs(name)
     if root.exists() or not get(name).download:  # finished (it only ever appears whole), or placed by the user
         check(name, root, md5s)
         return root
@@ -363,8 +373,6 @@ def _torchvision_split(name: str, cls, root: Path, split: str, kwargs: dict) -> 
             items = [dataset[i] for i in range(len(dataset))]
         else:  # OxfordIIITPet opens its images itself: its listing is only in private attributes
             items = list(zip(dataset._images, dataset._labels))
-    except ModuleNotFoundError as error:
-        raise VitpeftError(f"{name}: torchvision needs {error.name} to read it: pip install {error.name}") from None
     except Exception as error:  # torchvision and its parsers (scipy, json) raise many types
         raise VitpeftError(f"{name}: {described} cannot read {root}: {type(error).__name__}: {error}") from None
     paths = [str(path) for path, _ in items]
@@ -443,6 +451,7 @@ def prepare(name: str, root, out, size: int | None = None, md5s: dict | None = N
     """
     root, out = Path(root), Path(out)
     side = stored_side(name, size)
+    _check_needs(name)
     splits = _read_splits(name, root, md5s)
     for split, part in splits.items():
         _check_split(name, root, split, part)
