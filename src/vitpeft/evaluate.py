@@ -8,7 +8,10 @@ queries), flagged as "metric": "knn".
 Source (ImageNet-1k): DINO's weighted k-NN with the fine-tuned backbone that
 the target head uses ("knn"), and, for methods that keep the pretrained
 function reachable (LoRA adapters off, block expansion's new blocks out), the
-same with that routed view ("routed"; null otherwise).
+same with that routed view ("routed"; null otherwise). Those views, and the
+shared one of a backbone training left alone (`linear`, no run), compute the
+untouched backbone's features: with a cache from `vitpeft extract-features`
+whose provenance matches (vitpeft.features), they are scored from it.
 """
 
 import time
@@ -44,7 +47,7 @@ def _target_knn(spec, test_dir, ks, temperature, device, batch_size) -> dict:
     data = features.load_source(spec["data"]["train"], test_dir, mean, std, what="target")
     ks = knn.check_settings(ks, temperature, len(data.bank))
     model = models.pretrained(spec, device)
-    feats = features.compute(model, data, spec["model"]["img_size"], device, batch_size, _whose(spec, None))
+    feats = features.compute(model, data, spec["model"]["img_size"], device, batch_size, features.weights_name(spec))
     scores = knn_scores(data, feats, ks, temperature, device)
     return {
         "metric": "knn",
@@ -115,7 +118,7 @@ def eval_source(
 def _model_scores(spec, run_dir, data, untouched, score, device, batch_size) -> tuple:
     """Scores of the run's shared backbone and of its routed view (None without one; from `untouched` if given)."""
     model = models.trained(spec, run_dir, device) if run_dir is not None else models.pretrained(spec, device)
-    size, whose = spec["model"]["img_size"], _whose(spec, run_dir)
+    size, whose = spec["model"]["img_size"], features.weights_name(spec, run_dir)
     knn.log(f"{spec['name']}: shared backbone")
     shared = score(features.compute(model, data, size, device, batch_size, whose))
     with methods.routed(model) as view:
@@ -156,12 +159,6 @@ def knn_scores(data: features.KnnData, feats: tuple, ks, temperature, device) ->
     )
     knn.log("k-NN top-1: " + ", ".join(f"k={k} {acc:.2f}%" for k, acc in scores.items()))
     return scores
-
-
-def _whose(spec: dict, run_dir) -> str:
-    if run_dir is not None:
-        return f"run {run_dir}"
-    return f"checkpoint {spec['checkpoint']}" if spec["checkpoint"] is not None else "the randomly initialised backbone"
 
 
 def classifier_scores(model, data, spec, device, batch_size):

@@ -138,7 +138,7 @@ def extract_pretrained(spec: dict, data: KnnData, out, device, batch_size: int =
     """Write the untouched backbone's features of `data` with their provenance to the folder `out`; return it."""
     record = provenance(spec, data, device)
     model = models.pretrained(spec, device)
-    bank, queries = compute(model, data, spec["model"]["img_size"], device, batch_size, _pretrained_name(spec))
+    bank, queries = compute(model, data, spec["model"]["img_size"], device, batch_size, weights_name(spec))
     with atomic_path(out) as tmp:
         tmp.mkdir()
         np.save(tmp / "bank.npy", bank.cpu().numpy())
@@ -150,7 +150,10 @@ def extract_pretrained(spec: dict, data: KnnData, out, device, batch_size: int =
     return record
 
 
-def _pretrained_name(spec: dict) -> str:
+def weights_name(spec: dict, run_dir=None) -> str:
+    """Whose weights compute the features, for messages: the run, else the spec's checkpoint."""
+    if run_dir is not None:
+        return f"run {run_dir}"
     return f"checkpoint {spec['checkpoint']}" if spec["checkpoint"] is not None else "the randomly initialised backbone"
 
 
