@@ -100,7 +100,8 @@ def cifar10(root: Path) -> Fake:
 def cifar10_archive(folder: Path) -> tuple:
     """cifar-10-python.tar.gz holding cifar-10-batches-py/, and the Fake with the archive's md5 added."""
     fake = cifar10(folder / "unpacked")
-    archive = tar_gz(folder / "cifar-10-python.tar.gz", folder / "unpacked" / "cifar-10-batches-py", "cifar-10-batches-py")
+    unpacked = folder / "unpacked" / "cifar-10-batches-py"
+    archive = tar_gz(folder / "cifar-10-python.tar.gz", unpacked, "cifar-10-batches-py")
     fake.md5s[archive.name] = md5(archive)
     return archive, fake
 
@@ -148,7 +149,8 @@ def flowers102(root: Path) -> Fake:
     import torchvision
 
     folder = root / "flowers-102"
-    fake = Fake(splits=one_per_class(102, ("train", "val", "test")), classes=list(torchvision.datasets.Flowers102.classes))
+    classes = list(torchvision.datasets.Flowers102.classes)
+    fake = Fake(splits=one_per_class(102, ("train", "val", "test")), classes=classes)
     ids, labels = {}, []
     for split, split_labels in fake.splits.items():
         ids[split] = []
@@ -157,8 +159,8 @@ def flowers102(root: Path) -> Fake:
             ids[split].append(len(labels))
             write_jpeg(folder / "jpg" / f"image_{len(labels):05d}.jpg", label, len(labels))
     savemat(folder / "imagelabels.mat", {"labels": np.asarray([labels], dtype=np.uint8)})
-    savemat(folder / "setid.mat", {key: np.asarray([ids[split]], dtype=np.uint16)
-                                   for key, split in (("trnid", "train"), ("valid", "val"), ("tstid", "test"))})  # fmt: skip
+    keys = {"trnid": "train", "valid": "val", "tstid": "test"}
+    savemat(folder / "setid.mat", {key: np.asarray([ids[split]], dtype=np.uint16) for key, split in keys.items()})
     fake.md5s = {name: md5(folder / name) for name in ("imagelabels.mat", "setid.mat")}
     return fake
 
@@ -265,6 +267,6 @@ def imagefolder(root: Path, splits=("train", "val", "test")) -> Fake:
 
 
 WRITERS = {
-    "cifar10": cifar10, "cifar100": cifar100, "stl10": stl10, "flowers102": flowers102, "food101": food101, "pets37": pets37,
-    "dtd": dtd, "aircraft": aircraft, "cars": cars, "imagefolder": imagefolder,
+    "cifar10": cifar10, "cifar100": cifar100, "stl10": stl10, "flowers102": flowers102, "food101": food101,
+    "pets37": pets37, "dtd": dtd, "aircraft": aircraft, "cars": cars, "imagefolder": imagefolder,
 }  # fmt: skip

@@ -30,7 +30,7 @@ import sys
 import tarfile
 import urllib.error
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,7 @@ class Target:
     needs: tuple = ()  # modules torchvision's class imports only once it reads (scipy for .mat files)
     page: str = ""
     terms: str = ""
-    how_to_get: str = field(default="", compare=False)  # for data the user places
+    how_to_get: str = ""  # for data the user places
 
 
 def _batches(folder, names):
@@ -67,12 +67,12 @@ REGISTRY = {
     "cifar10": Target(
         "CIFAR10", {"train": {"train": True}, "test": {"train": False}}, 10,
         _batches("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]),
-        native=32, page="https://www.cs.toronto.edu/~kriz/cifar.html", terms="no licence stated on its page",
+        native=32, page="https://www.cs.toronto.edu/~kriz/cifar.html", terms="see its page",
     ),
     "cifar100": Target(
         "CIFAR100", {"train": {"train": True}, "test": {"train": False}}, 100,
         _batches("cifar-100-python", ["train", "test", "meta"]),
-        native=32, page="https://www.cs.toronto.edu/~kriz/cifar.html", terms="no licence stated on its page",
+        native=32, page="https://www.cs.toronto.edu/~kriz/cifar.html", terms="see its page",
     ),
     "flowers102": Target(
         "Flowers102", {"train": {"split": "train"}, "val": {"split": "val"}, "test": {"split": "test"}}, 102,
@@ -124,7 +124,9 @@ REGISTRY = {
     "imagefolder": Target(
         "ImageFolder", {"train": {}, "val": {}, "test": {}}, None, ("train/",),
         download=False, terms="yours",
-        how_to_get="place your images as ROOT/train/<class>/<image> and ROOT/val/<class>/... and/or ROOT/test/<class>/...",
+        how_to_get=(
+            "place your images as ROOT/train/<class>/<image> and ROOT/val/<class>/... and/or ROOT/test/<class>/..."
+        ),
     ),
 }  # fmt: skip
 
@@ -139,7 +141,8 @@ def _check_needs(name: str) -> None:
     # Before any download: torchvision imports these only after fetching, to read what it fetched.
     missing = [module for module in get(name).needs if importlib.util.find_spec(module) is None]
     if missing:
-        raise VitpeftError(f"{name}: torchvision needs {', '.join(missing)} to read it: pip install {' '.join(missing)}")
+        needed = " ".join(missing)
+        raise VitpeftError(f"{name}: torchvision needs {needed} to read it: pip install {needed}")
 
 
 def stored_side(name: str, size: int | None = None) -> int:
@@ -202,7 +205,9 @@ def _source(name: str, mirror: str | None = None, md5s: dict | None = None) -> _
         if hasattr(base, "_MD5"):
             attrs["_MD5"] = md5(base._URL.rsplit("/", 1)[1], base._MD5)
     if hasattr(base, "_RESOURCES"):  # OxfordIIITPet: two archives
-        attrs["_RESOURCES"] = tuple((url(address), md5(address.rsplit("/", 1)[1], value)) for address, value in base._RESOURCES)
+        attrs["_RESOURCES"] = tuple(
+            (url(address), md5(address.rsplit("/", 1)[1], value)) for address, value in base._RESOURCES
+        )
     if wanted:
         raise VitpeftError(
             f"{name}: torchvision checks no md5 for {', '.join(sorted(wanted))}; "
@@ -289,9 +294,7 @@ def check(name: str, root, md5s: dict | None = None) -> None:
         return
     if not root.is_dir():
         raise VitpeftError(f"{root} not found: {_how_to_get(name, root)}")
-    # download-target only checks an existing root, so a bad copy is fixed by removing all of it.
-    fix = f"delete {root} and {_how_to_get(name, root)}" if get(name).download else _how_to_get(name, root)
-    _check_files(name, root, root, _source(name, None, md5s).md5s, fix)
+    _check_files(name, root, root, _source(name, None, md5s).md5s, _repair(name, root))
 
 
 def _check_files(name: str, folder: Path, root: Path, md5s: dict, fix: str) -> None:
@@ -315,6 +318,11 @@ def _how_to_get(name: str, root: Path) -> str:
     if target.download:
         return f"run `vitpeft download-target --dataset {name} --root {root}`"
     return target.how_to_get.replace("ROOT", str(root))
+
+
+def _repair(name: str, root: Path) -> str:
+    # download-target only checks an existing root, so a bad download is fixed by removing all of it.
+    return f"delete {root} and {_how_to_get(name, root)}" if get(name).download else _how_to_get(name, root)
 
 
 # ---------------------------------------------------------------- reading the official splits
@@ -430,20 +438,22 @@ def _check_split(name: str, root: Path, split: str, part: _Split) -> None:
     if absent:
         raise VitpeftError(
             f"{name} {split} at {root} has no images of {len(absent)} of its {expected} classes "
-            f"(e.g. {absent[:3]}): the copy is incomplete"
+            f"(e.g. {absent[:3]}): the copy is incomplete; {_repair(name, root)}"
         )
     missing = [path for path in part.paths or () if not os.path.isfile(path)]
     if missing:
         raise VitpeftError(
             f"{name} {split}: {len(missing)} of the {len(labels)} listed images are not on disk, e.g. {missing[0]}: "
-            f"the copy at {root} is incomplete"
+            f"the copy at {root} is incomplete; {_repair(name, root)}"
         )
 
 
 # ---------------------------------------------------------------- prepare
 
 
-def prepare(name: str, root, out, size: int | None = None, md5s: dict | None = None, workers: int | None = None) -> dict:
+def prepare(
+    name: str, root, out, size: int | None = None, md5s: dict | None = None, workers: int | None = None
+) -> dict:
     """Write out/<split> for each official split of `name` read from `root`; returns the image counts.
 
     All splits are listed and checked before any image is decoded, and they
@@ -478,7 +488,8 @@ def _write(folder: Path, part: _Split, side: int, mapper) -> None:
         return
     # The store's format, with images filled in place on disk: Food-101 at 256 is 20 GB.
     folder.mkdir()
-    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=(len(part.paths), side, side, 3))
+    shape = (len(part.paths), side, side, 3)
+    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
     for i, (path, image) in enumerate(zip(part.paths, mapper(functools.partial(_decode, side=side), part.paths))):
         if isinstance(image, str):
             raise VitpeftError(f"cannot read image {path}: {image}")

@@ -35,14 +35,15 @@ def _register_list(subparsers) -> None:
 
 
 def _list(args) -> int:
-    print("| dataset | torchvision | classes | splits | stored as | obtained | terms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dataset | torchvision | classes | splits | stored as | obtained | terms | page |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, target in targets.REGISTRY.items():
         side = target.native or targets.DEFAULT_SIZE
         stored = f"{side}x{side} native" if target.native else f"{side}x{side} squash (--size)"
         splits = " / ".join(target.splits) + (" (as present)" if target.classes is None else "")
         obtained = "download" if target.download else "placed by you"
-        print(f"| {name} | {target.torchvision} | {target.classes or 'yours'} | {splits} | {stored} | {obtained} | {target.terms} |")
+        row = [name, target.torchvision, target.classes or "yours", splits, stored, obtained, target.terms, target.page]
+        print("| " + " | ".join(map(str, row)) + " |")
     return 0
 
 
@@ -68,6 +69,10 @@ def _download(args) -> int:
 def _register_prepare(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare-target", help="decode a target dataset's official splits once into OUT/train, OUT/val, OUT/test",
+        description="Read DATASET's official splits from ROOT with torchvision's class, check its class count, "
+        "decode every image once and write OUT/train, OUT/test and, where the dataset has one, OUT/val "
+        "(all or nothing). CIFAR and STL-10 keep their native size; other images are squashed (no crop) "
+        "to SIZE x SIZE with PIL's bicubic filter.",
     )  # fmt: skip
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(targets.REGISTRY)}")
     parser.add_argument("--root", required=True, help="the downloaded (or placed) dataset")
