@@ -155,11 +155,12 @@ def _register_index_imagenet(subparsers) -> None:
         "index-imagenet", help="check all shards of OUT/bank and OUT/queries, then index them for the k-NN"
     )
     parser.add_argument("--out", required=True, help="the ImageNet cache folder the shard jobs wrote")
-    parser.add_argument("--shards", type=int, required=True, help="N, as given to prepare-imagenet-shard")
+    parser.add_argument("--shards", type=int, required=True, help="N of the train shards (prepare-imagenet-shard's)")
+    parser.add_argument("--query-shards", type=int, default=None, help="N of the val shards (default: --shards)")
     parser.set_defaults(func=_index_imagenet)
 
 
 def _index_imagenet(args) -> int:
-    counts = imagenet.index_imagenet(args.out, args.shards)
-    print(f"indexed {args.out}: {counts['bank']} bank and {counts['queries']} query images in {args.shards} shards each")
+    counts = imagenet.index_imagenet(args.out, args.shards, args.query_shards)
+    print(f"indexed {args.out}: {counts['bank']} bank and {counts['queries']} query images")
     return 0
