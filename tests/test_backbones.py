@@ -128,7 +128,7 @@ def test_hand_count_of_vit_b16_is_the_papers():
 
 
 def test_block_expansion_interval_follows_a_24_block_depth():
-    after = {p: block_expansion.insert_after(block_expansion.Config(p=p), 24) for p in (1, 2, 3, 4)}
+    after = {p: block_expansion.Config(p=p).insert_after(24) for p in (1, 2, 3, 4)}
     assert after == {1: [23], 2: [12, 24], 3: [8, 16, 24], 4: [6, 12, 18, 24]}
     vit_l = backbones.PRESETS["sup_vitl16_in21k"]
     assert count("sup_vitl16_in21k", "block_expansion", {"p": 4}) == (

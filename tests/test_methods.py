@@ -9,7 +9,7 @@ from vitpeft import methods, model as model_lib
 from vitpeft import spec as spec_lib
 from vitpeft.backbone import build_model
 from vitpeft.errors import VitpeftError
-from vitpeft.methods import block_expansion
+from vitpeft.methods import block_expansion, configs
 from vitpeft.methods.qkv import SplitQKV, split_qkv
 
 VIT_B = {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}
@@ -147,15 +147,15 @@ def test_method_leaves_the_function_unchanged_at_init(tiny, images, method, args
 # --- block expansion -------------------------------------------------------
 
 def test_block_interval_reproduces_the_papers_choices_on_12_blocks():
-    assert [block_expansion.interval(p, 12) for p in (1, 2, 3, 4)] == [11, 6, 4, 3]
-    assert block_expansion.insert_after(block_expansion.Config(p=1), 12) == [11]
-    assert block_expansion.insert_after(block_expansion.Config(p=4), 12) == [3, 6, 9, 12]
+    assert [configs.block_interval(p, 12) for p in (1, 2, 3, 4)] == [11, 6, 4, 3]
+    assert block_expansion.Config(p=1).insert_after(12) == [11]
+    assert block_expansion.Config(p=4).insert_after(12) == [3, 6, 9, 12]
 
 
 @pytest.mark.parametrize("depth", [1, 2, 5, 12, 24])
 def test_block_interval_places_exactly_p_blocks_for_every_p(depth):
     for p in range(1, depth + 1):
-        after = block_expansion.insert_after(block_expansion.Config(p=p), depth)
+        after = block_expansion.Config(p=p).insert_after(depth)
         assert len(set(after)) == p and min(after) >= 1 and max(after) <= depth, (p, after)
 
 

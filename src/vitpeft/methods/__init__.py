@@ -13,7 +13,7 @@ from torch import nn
 
 from vitpeft.errors import VitpeftError
 from vitpeft.methods import block_expansion, full, generic_peft, linear, lora, lora_qkv, topk
-from vitpeft.methods.common import config_from_args
+from vitpeft.methods import configs
 
 REGISTRY = {
     "full": full,
@@ -34,10 +34,10 @@ def module_for(method: str):
 
 
 def check(method: str, args: dict, depth: int):
-    """Validate a method's arguments for a model with `depth` blocks; return its config."""
-    cfg = config_from_args(module_for(method).Config, args, method)
-    if hasattr(cfg, "check_depth"):
-        cfg.check_depth(depth)
+    """Validate a method's arguments for a model with `depth` blocks (peft's own fields too); return its config."""
+    cfg = configs.check(method, args, depth)
+    if method == "peft":
+        generic_peft.peft_config(cfg)
     return cfg
 
 

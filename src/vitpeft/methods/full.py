@@ -1,13 +1,8 @@
 """All: every weight trains."""
 
-from dataclasses import dataclass
-
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Config:
-    """No arguments."""
+from vitpeft.methods.configs import Full as Config  # noqa: F401  (the registry reads module.Config)
 
 
 def apply(model: nn.Module, cfg: Config) -> None:

@@ -1,15 +1,9 @@
 """Linear probing: only the classifier trains; the backbone stays the pretrained one."""
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from vitpeft.methods.common import freeze, train_head
-
-
-@dataclass(frozen=True)
-class Config:
-    """No arguments."""
+from vitpeft.methods.configs import Linear as Config  # noqa: F401  (the registry reads module.Config)
 
 
 def apply(model: nn.Module, cfg: Config) -> None:

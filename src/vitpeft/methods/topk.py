@@ -1,24 +1,9 @@
 """Top-k: the last k transformer blocks, the final norm and the head train."""
 
-from dataclasses import dataclass
-
 from torch import nn
 
-from vitpeft.errors import VitpeftError
-from vitpeft.methods.common import freeze, is_int, train_head
-
-
-@dataclass(frozen=True)
-class Config:
-    k: int = 3
-
-    def __post_init__(self):
-        if not is_int(self.k) or self.k < 1:
-            raise VitpeftError(f"method 'topk': k must be an integer >= 1, got {self.k!r}")
-
-    def check_depth(self, depth: int) -> None:
-        if self.k > depth:
-            raise VitpeftError(f"method 'topk': k={self.k} exceeds the model's {depth} blocks")
+from vitpeft.methods.common import freeze, train_head
+from vitpeft.methods.configs import TopK as Config
 
 
 def apply(model: nn.Module, cfg: Config) -> None:

@@ -1,0 +1,181 @@
+"""Every method's arguments, checked without torch: the workflow validates them while planning.
+
+Each method's `Config` dataclass checks its own values; `check_depth(depth)`
+checks them against the model. The method modules (vitpeft.methods.<name>)
+apply a checked config to a model. `peft`'s options are checked here only in
+shape (a type name and a mapping); peft itself checks the fields when the
+method module builds its config (`vitpeft check` and every job do).
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from vitpeft.errors import VitpeftError
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Full:
+    """All weights train; no arguments."""
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Only the classifier trains; no arguments."""
+
+
+@dataclass(frozen=True)
+class TopK:
+    k: int = 3
+
+    def __post_init__(self):
+        if not is_int(self.k) or self.k < 1:
+            raise VitpeftError(f"method 'topk': k must be an integer >= 1, got {self.k!r}")
+
+    def check_depth(self, depth: int) -> None:
+        if self.k > depth:
+            raise VitpeftError(f"method 'topk': k={self.k} exceeds the model's {depth} blocks")
+
+
+def _check_lora(cfg, method: str) -> None:
+    if not is_int(cfg.r) or cfg.r <= 0:
+        raise VitpeftError(f"method {method!r}: r must be a positive integer, got {cfg.r!r}")
+    if cfg.alpha is not None and not (is_number(cfg.alpha) and cfg.alpha > 0):
+        raise VitpeftError(f"method {method!r}: alpha must be a positive number, got {cfg.alpha!r}")
+    if not (is_number(cfg.dropout) and 0 <= cfg.dropout < 1):
+        raise VitpeftError(f"method {method!r}: dropout must be in [0, 1), got {cfg.dropout!r}")
+    check_targets(cfg.target_modules, method)
+
+
+def check_targets(targets, method: str) -> None:
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
+        raise VitpeftError(f"method {method!r}: target_modules must be a non-empty list of names, got {targets!r}")
+
+
+@dataclass(frozen=True)
+class Lora:
+    """The paper's LoRA: rank r, alpha = r, no dropout, on the query and value projections."""
+
+    r: int = 8
+    alpha: Optional[float] = None  # None = r (the paper's choice)
+    dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: ["q", "v"])
+
+    def __post_init__(self):
+        _check_lora(self, "lora")
+
+
+@dataclass(frozen=True)
+class LoraQKV:
+    """LoRA on timm's fused qkv Linear (one adapter for q, k and v together)."""
+
+    r: int = 8
+    alpha: Optional[float] = None
+    dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: ["qkv"])
+
+    def __post_init__(self):
+        _check_lora(self, "lora_qkv")
+
+
+@dataclass(frozen=True)
+class BlockExpansion:
+    p: int = 1
+    interval: Optional[int] = None  # None = the paper's rule (block_interval)
+
+    def __post_init__(self):
+        if not is_int(self.p) or self.p < 1:
+            raise VitpeftError(f"method 'block_expansion': p must be an integer >= 1, got {self.p!r}")
+        if self.interval is not None and (not is_int(self.interval) or self.interval < 1):
+            raise VitpeftError(f"method 'block_expansion': interval must be an integer >= 1, got {self.interval!r}")
+
+    def check_depth(self, depth: int) -> None:
+        if self.p > depth:
+            raise VitpeftError(f"method 'block_expansion': p={self.p} exceeds the model's {depth} blocks")
+        if self.interval is not None and self.p * self.interval > depth:
+            raise VitpeftError(
+                f"method 'block_expansion': p={self.p} blocks every {self.interval} do not fit in {depth} blocks"
+            )
+
+    def insert_after(self, depth: int) -> list:
+        """1-based indices of the original blocks that get a copy right after them."""
+        s = self.interval or block_interval(self.p, depth)
+        return [s * (i + 1) for i in range(self.p)]
+
+
+def block_interval(p: int, depth: int) -> int:
+    """The paper's interval s for p new blocks in `depth` original blocks: ceil((depth - 1) / p), if it fits.
+
+    The paper's configs on 12 blocks use s = 11, 6, 4, 3 for p = 1..4. The rule
+    reaches past the last block for some p (p = 5 on 12 gives 3, and 5 x 3 > 12);
+    s then falls back to depth // p, the widest interval that fits.
+    """
+    s = math.ceil((depth - 1) / p) if depth > 1 else 1
+    return s if p * s <= depth else depth // p
+
+
+@dataclass(frozen=True)
+class Peft:
+    """Any peft adapter on Linear layers: {peft_type, plus that peft config's own fields}."""
+
+    peft_type: str
+    options: dict = field(default_factory=dict)  # the peft config's fields
+
+    @classmethod
+    def from_args(cls, args: dict) -> "Peft":
+        if "peft_type" not in args:
+            raise VitpeftError("method 'peft': missing argument 'peft_type' (LORA, IA3, LOHA, LOKR, VERA, ...)")
+        return cls(peft_type=args["peft_type"], options={key: value for key, value in args.items() if key != "peft_type"})
+
+    def __post_init__(self):
+        if not isinstance(self.peft_type, str) or not self.peft_type:
+            raise VitpeftError(f"method 'peft': peft_type must be a name such as LORA or IA3, got {self.peft_type!r}")
+        check_targets(self.target_modules, "peft")
+
+    @property
+    def target_modules(self) -> list:
+        return self.options.get("target_modules", ["q", "v"])  # the paper's LoRA targets
+
+
+CONFIGS = {
+    "full": Full,
+    "topk": TopK,
+    "linear": Linear,
+    "lora": Lora,
+    "lora_qkv": LoraQKV,
+    "block_expansion": BlockExpansion,
+    "peft": Peft,
+}
+
+
+def config_from_args(method: str, args) -> object:
+    """A method's config from a spec's `args`, naming an unknown method or argument."""
+    if method not in CONFIGS:
+        raise VitpeftError(f"unknown method {method!r} (known: {', '.join(CONFIGS)})")
+    config_cls = CONFIGS[method]
+    if not isinstance(args, dict):
+        raise VitpeftError(f"method {method!r}: args must be a mapping, got {type(args).__name__}")
+    if hasattr(config_cls, "from_args"):
+        return config_cls.from_args(args)
+    allowed = [item.name for item in dataclasses.fields(config_cls)]
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise VitpeftError(f"method {method!r}: unknown argument {unknown[0]!r} (allowed: {', '.join(allowed) or 'none'})")
+    return config_cls(**args)
+
+
+def check(method: str, args: dict, depth: int):
+    """A method's checked config for a model with `depth` blocks."""
+    cfg = config_from_args(method, args)
+    if hasattr(cfg, "check_depth"):
+        cfg.check_depth(depth)
+    return cfg
