@@ -1,12 +1,14 @@
 """The workflow config: one study's grid and protocol, validated before any job is scheduled.
 
-`load` checks a config against the schema (config.schema.yaml: every key typed,
-described and defaulted there), fills the defaults, checks what the schema
-cannot say, and turns the first problem into one VitpeftError naming the key.
-It imports neither torch nor timm, so planning a workflow stays instant;
-`check_models` adds the checks that need them (method arguments against the
-model's depth) and runs wherever torch is loaded anyway (`vitpeft check`,
-every job).
+`load` fills a backbone preset's keys, checks the config against the schema
+(config.schema.yaml: every key typed, described and defaulted there), fills
+the defaults, checks what the schema cannot say (method arguments against the
+model's depth among them), and turns the first problem into one VitpeftError
+naming the key. For the presets' architectures it imports neither torch nor
+timm, so planning stays instant; another timm architecture is built once on
+the meta device to learn its depth (and refused if timm does not know it).
+`check_models` adds what only the libraries can check (peft's own fields) and
+runs wherever torch is loaded anyway (`vitpeft check`, every job).
 """
 
 import copy
@@ -28,8 +30,10 @@ def load(source) -> dict:
     where, raw = _read(source)
     raw = copy.deepcopy(raw) if raw is not None else {}
     _check_workflow_filled(raw, where)
+    _apply_preset(raw, where)
     cfg = schema.apply(raw, where)
     _check_experiments(cfg, where)
+    _check_methods(cfg, where)
     _check_curve(cfg, where)
     _check_datasets(cfg, where)
     return cfg
@@ -47,6 +51,28 @@ def _read(source):
         raise VitpeftError(f"config file {path} is a folder") from None
     except yaml.YAMLError as error:
         raise VitpeftError(f"{path.name} is not valid YAML: {error}") from None
+
+
+def _apply_preset(raw: dict, where: str) -> None:
+    """Fill what backbone.preset names (model, url, layout, source mean/std) wherever the config is silent."""
+    backbone = raw.get("backbone")
+    if not isinstance(backbone, dict) or backbone.get("preset") is None:
+        return
+    from vitpeft import backbones
+
+    try:
+        preset = backbones.get(backbone["preset"])
+    except VitpeftError as error:
+        raise VitpeftError(f"{where}: backbone.preset: {error}") from None
+    backbone.setdefault("model", backbones.model_cfg(backbone["preset"]))
+    if not any(backbone.get(key) for key in ("url", "timm_hub", "checkpoint")):
+        backbone["url"] = preset["url"]
+    hub_copy = backbone.get("timm_hub") and not backbone.get("checkpoint")
+    backbone.setdefault("layout", "timm" if hub_copy else preset["layout"])
+    source = raw.setdefault("source", {})
+    if isinstance(source, dict):
+        source.setdefault("mean", preset["mean"])
+        source.setdefault("std", preset["std"])
 
 
 def _check_workflow_filled(raw, where: str) -> None:
@@ -112,14 +138,38 @@ def _check_datasets(cfg: dict, where: str) -> None:
             raise VitpeftError(f"{where}: target.datasets[{i}]: {str(error).split(': ', 1)[1]}") from None
 
 
+def _check_methods(cfg: dict, where: str) -> None:
+    """Every experiment's method arguments against the model's depth (torch-free: methods.configs)."""
+    from vitpeft.methods import configs
+
+    depth = model_depth(cfg["backbone"]["model"], where)
+    for i, exp in enumerate(cfg["experiments"]):
+        try:
+            configs.check(exp["method"], exp["args"], depth)
+        except VitpeftError as error:
+            raise VitpeftError(f"{where}: experiments[{i}].args: {error}") from None
+
+
+def model_depth(model_cfg: dict, where: str) -> int:
+    """Blocks of the configured model: from kwargs or the presets' table; else timm builds it on the meta device."""
+    from vitpeft import backbones
+    from vitpeft.methods.configs import is_int
+
+    if is_int(model_cfg["kwargs"].get("depth")):
+        return model_cfg["kwargs"]["depth"]
+    try:
+        return backbones.describe(model_cfg)["depth"]
+    except VitpeftError as error:
+        raise VitpeftError(f"{where}: backbone.model: {error}") from None
+
+
 def check_models(cfg: dict, where: str = "config") -> None:
-    """The checks that build models (meta device): every experiment's method arguments against the depth."""
+    """What only the libraries can check: the model builds, and peft accepts each peft method's fields."""
     from vitpeft import methods
     from vitpeft.backbone import build_model
 
-    model_cfg = cfg["backbone"]["model"]
     try:
-        depth = len(build_model(model_cfg, 2, device="meta").blocks)
+        depth = len(build_model(cfg["backbone"]["model"], 2, device="meta").blocks)
     except VitpeftError as error:
         raise VitpeftError(f"{where}: backbone.model: {error}") from None
     for i, exp in enumerate(cfg["experiments"]):

@@ -22,7 +22,7 @@ def pretrained(spec: dict, device="cpu") -> nn.Module:
         torch.manual_seed(spec["train"]["seed"])
         model = build_model(spec["model"], spec["num_classes"], device="cpu")
     if spec["checkpoint"] is not None:
-        load_backbone(model, spec["checkpoint"])
+        load_backbone(model, spec["checkpoint"], spec["layout"])
     return model.to(device)
 
 

@@ -108,21 +108,23 @@ class Plan:
         if backbone["pretrain"]:
             key = key_of("pretrain", backbone["model"], self.cfg["pretrain"], self.synthetic.key)
             folder = inside(self.data, "backbone", key)
-            return Node(key, f"{folder}/pretrained.safetensors", (self.synthetic,), {"rule": "pretrain"})
+            return Node(key, f"{folder}/pretrained.safetensors", (self.synthetic,), {"rule": "pretrain", "layout": "timm"})
+        layout = backbone["layout"]
         if backbone["checkpoint"]:
-            key = key_of("local", backbone["checkpoint"], backbone["sha256"])
-            return Node(key, backbone["checkpoint"], (), {"rule": None})
+            key = key_of("local", backbone["checkpoint"], backbone["sha256"], layout)
+            return Node(key, backbone["checkpoint"], (), {"rule": None, "layout": layout})
         if backbone["timm_hub"]:
-            key = key_of("timm_hub", backbone["timm_hub"])
+            key = key_of("timm_hub", backbone["timm_hub"], layout)
             name = backbone["timm_hub"].replace("/", "_") + ".safetensors"
         elif backbone["url"]:
-            key = key_of("url", backbone["url"], backbone["sha256"])
+            key = key_of("url", backbone["url"], backbone["sha256"], layout)
             name = PurePosixPath(backbone["url"].split("?")[0]).name or "checkpoint.pth"
         else:
             raise VitpeftError(
                 "backbone: no weights: set backbone.url, backbone.timm_hub or backbone.checkpoint (a local file)"
             )
-        return Node(key, f"{inside(self.data, 'backbone', key)}/{_checkpoint_name(name)}", (), {"rule": "fetch"})
+        folder = inside(self.data, "backbone", key)
+        return Node(key, f"{folder}/{_checkpoint_name(name)}", (), {"rule": "fetch", "layout": layout})
 
     def _target(self, name: str) -> Node:
         if name == "synthetic":
@@ -216,6 +218,7 @@ class Plan:
             "args": copy.deepcopy(args),
             "model": copy.deepcopy(self.cfg["backbone"]["model"]),
             "checkpoint": self.backbone.path,
+            "layout": self.backbone.info["layout"],
             "num_classes": target.info["num_classes"],
             "data": {**splits, "mean": list(self.cfg["target"]["mean"]), "std": list(self.cfg["target"]["std"])},
             "train": copy.deepcopy({**train, "seed": seed}),
@@ -281,7 +284,7 @@ def _report_settings(cfg: dict) -> dict:
 
 def _checkpoint_name(name: str) -> str:
     """Keep a known checkpoint suffix (read_state_dict picks the format by it)."""
-    return name if name.endswith((".pth", ".pt", ".safetensors")) else f"{name}.pth"
+    return name if name.endswith((".pth", ".pt", ".safetensors", ".npz")) else f"{name}.pth"
 
 
 def _without_paths(spec: dict) -> dict:
