@@ -5,10 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
+from conftest import TINY_MODEL
 from runs import make_spec, perturb, random_dataset, write_run, write_spec
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from vitpeft import cli, evaluate, methods, model as models, store
+from vitpeft import cli, curve, evaluate, model as models, store
 
 KS = (1, 5)
 
@@ -71,34 +73,41 @@ def add_point(run, step, state):
     save_file(state, str(run / "curve" / f"step_{step:06d}.safetensors"))
 
 
-def test_every_point_scores_as_the_table_scores_that_step(tmp_path, tiny_model_cfg, domains, capsys):
+def run_state(run):
+    return load_file(str(run / models.TRAINABLE_FILE))
+
+
+def test_points_come_in_step_order_then_the_final_weights(tmp_path):
+    run = tmp_path / "run"
+    (run / "curve").mkdir(parents=True)
+    for name in ("step_000100.safetensors", "step_000020.safetensors", ".step_000300.safetensors.tmp-1", "notes.txt"):
+        (run / "curve" / name).write_bytes(b"")  # names only: points() reads no weights
+    (run / models.TRAINABLE_FILE).write_bytes(b"")
+    (run / "summary.json").write_text('{"selected_step": 250}')
+    assert [(p.step, p.final, p.path.name) for p in curve.points(run)] == [
+        (20, False, "step_000020.safetensors"), (100, False, "step_000100.safetensors"),
+        (250, True, models.TRAINABLE_FILE)]  # fmt: skip
+
+
+def test_each_point_scores_as_the_table_scores_its_weights(tmp_path, tiny_model_cfg, domains, capsys):
     spec = make_spec(tiny_model_cfg, "block_expansion", {"p": 2})
     run = write_run(spec, tmp_path / "run", lambda model: perturb(model, 0.5, seed=1))
-    states = {}
-    for step, scale in ((10, 0.1), (2, 0.02)):  # written out of order: the curve sorts by step
-        model = models.for_training(spec)
-        perturb(model, scale, seed=step)
-        states[step] = methods.trainable_state(model)
-        add_point(run, step, states[step])
+    add_point(run, 2, {name: 0.05 * value for name, value in run_state(run).items()})  # an early step: near identity
     out = tmp_path / "curve.json"
-    code, _ = run_cli(curve_argv(write_spec(spec, tmp_path / "s.yaml"), run, domains, out), capsys)
-    assert code == 0
+    assert run_cli(curve_argv(write_spec(spec, tmp_path / "s.yaml"), run, domains, out), capsys)[0] == 0
     result = json.loads(out.read_text())
-    steps = [(p["step"], p["final"]) for p in result["points"]]
-    assert steps == [(2, False), (10, False), (spec["train"]["steps"], True)]  # the final one: summary.json's step
+    assert [(p["step"], p["final"]) for p in result["points"]] == [(2, False), (spec["train"]["steps"], True)]
     assert result["headline_k"] == 1 and result["ks"] == [1, 5] and result["query_count"] == 20
     # Each point equals eval-target and eval-source of a run folder holding that point's weights.
-    for point in result["points"]:
+    for point, weights in zip(result["points"], [run / "curve" / "step_000002.safetensors", run / models.TRAINABLE_FILE]):
         alone = tmp_path / f"alone_{point['step']}"
         alone.mkdir()
-        point_file = run / "curve" / f"step_{point['step']:06d}.safetensors"
-        weights = run / models.TRAINABLE_FILE if point["final"] else point_file
         shutil.copy(weights, alone / models.TRAINABLE_FILE)
         target = evaluate.eval_target(spec, alone, domains["target"], "cpu")
         source = evaluate.eval_source(spec, alone, domains["bank"], domains["queries"], ks=KS, device="cpu")
         assert point["target_acc"] == target["top1"]
         assert point["source_knn"] == source["knn"] and point["source_acc"] == source["top1"]
-    assert len({json.dumps(p["source_knn"]) for p in result["points"]}) > 1  # the backbone moved between points
+    assert result["points"][0]["source_knn"] != result["points"][1]["source_knn"]  # the backbone moved in between
 
 
 def test_a_run_without_a_curve_scores_its_final_weights(tmp_path, tiny_model_cfg, domains, capsys):
@@ -113,8 +122,10 @@ def test_a_run_without_a_curve_scores_its_final_weights(tmp_path, tiny_model_cfg
 
 
 def foreign_point(run, tiny_model_cfg):
-    """A curve file saved by a LoRA run, in a block-expansion run's folder."""
-    add_point(run, 5, methods.trainable_state(models.for_training(make_spec(tiny_model_cfg, "lora", {"r": 2}))))
+    """A curve file of another model: one tensor of another shape."""
+    state = run_state(run)
+    state["head.bias"] = torch.zeros(3)
+    add_point(run, 5, state)
     return run / "curve" / "step_000005.safetensors", "does not fit the spec's model"
 
 
@@ -129,10 +140,17 @@ def missing_summary(run, tiny_model_cfg):
     return run / "summary.json", "is missing"
 
 
+@pytest.fixture(scope="module")
+def block_run(tmp_path_factory):
+    """A finished block-expansion run (spec, run folder), written once; tests break copies of it."""
+    spec = make_spec(TINY_MODEL, "block_expansion", {"p": 1})
+    return spec, write_run(spec, tmp_path_factory.mktemp("block") / "run")
+
+
 @pytest.mark.parametrize("breakage", [foreign_point, misnamed_point, missing_summary])
-def test_a_broken_run_is_one_line_naming_the_file_and_no_curve(tmp_path, tiny_model_cfg, domains, capsys, breakage):
-    spec = make_spec(tiny_model_cfg, "block_expansion", {"p": 1})
-    run = write_run(spec, tmp_path / "run")
+def test_a_broken_run_is_one_line_naming_the_file_and_no_curve(tmp_path, tiny_model_cfg, domains, capsys, block_run,
+                                                               breakage):  # fmt: skip
+    spec, run = block_run[0], shutil.copytree(block_run[1], tmp_path / "run")
     named, says = breakage(run, tiny_model_cfg)
     out = tmp_path / "curve.json"
     code, err = run_cli(curve_argv(write_spec(spec, tmp_path / "s.yaml"), run, domains, out), capsys)

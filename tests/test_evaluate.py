@@ -123,9 +123,8 @@ def test_bad_inputs_are_refused_before_any_model_is_built(tmp_path, tiny_model_c
 
 def test_only_methods_that_train_beyond_the_head_change_the_backbone(tiny_model_cfg, tmp_path):
     changes = {m: evaluate.changes_backbone(make_spec(tiny_model_cfg, m, a), tmp_path)
-               for m, a in [("linear", {}), ("full", {}), ("topk", {"k": 3}), ("lora", {"r": 2}),
-                            ("block_expansion", {"p": 1})]}  # fmt: skip
-    assert changes == {"linear": False, "full": True, "topk": True, "lora": True, "block_expansion": True}
+               for m, a in [("linear", {}), ("topk", {"k": 3}), ("lora", {"r": 2})]}  # fmt: skip
+    assert changes == {"linear": False, "topk": True, "lora": True}
     assert not evaluate.changes_backbone(make_spec(tiny_model_cfg, "full"), None)  # no run: the pretrained backbone
 
 

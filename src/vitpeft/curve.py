@@ -100,7 +100,7 @@ def eval_curve(
     curve = points(run_dir)
     model = models.for_training(spec, device)
     check_files(model, curve)
-    fixed_backbone, source, best = not evaluate.changes_backbone(spec, run_dir), None, evaluate.headline(ks)
+    fixed_backbone, source, best = not evaluate.trains_backbone(model), None, evaluate.headline(ks)
     scored = []
     for point in curve:
         knn.log(f"{spec['name']}: step {point.step}" + (" (final weights)" if point.final else ""))

@@ -138,7 +138,11 @@ def changes_backbone(spec: dict, run_dir) -> bool:
     if run_dir is None:
         return False
     model = backbone.build_model(spec["model"], spec["num_classes"], device="meta")
-    methods.apply(model, spec["method"], spec["args"])
+    return trains_backbone(methods.apply(model, spec["method"], spec["args"]))
+
+
+def trains_backbone(model) -> bool:
+    """Whether any weight but the head's trains in this prepared model."""
     return any(p.requires_grad for name, p in model.named_parameters() if not name.startswith(backbone.HEAD_PREFIX))
 
 
