@@ -100,7 +100,7 @@ def _source_options(parser) -> None:
     parser.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, help="default: ImageNet's")
     parser.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, help="default: ImageNet's")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="how features are kept for the vote (computed in fp32 either way); default fp32")
+                        help="how features are kept for the vote (normalised in fp32 first); default fp32")
 
 
 def _knn_options(parser) -> None:
