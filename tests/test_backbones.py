@@ -447,3 +447,24 @@ def test_topk_on_a_register_model_trains_blocks_norm_and_head_but_not_the_tokens
     trainable = {name.split(".")[0] + ("." + name.split(".")[1] if name.startswith("blocks.") else "")
                  for name, param in model.named_parameters() if param.requires_grad}
     assert trainable == {"blocks.1", "norm", "head"}
+
+
+@pytest.mark.parametrize("name", ["dino_vitb16", "dinov2_vitb14", "mae_vitb16", "sup_vitb16_in21k"])
+def test_fetch_checkpoint_accepts_each_official_layout_from_a_server_and_refuses_the_wrong_one(tmp_path, name):
+    """What the workflow's fetch job runs: the file must read in the preset's layout before it counts as done."""
+    from httpserver import serve
+
+    from vitpeft import download
+
+    public = tmp_path / "public"
+    public.mkdir()
+    path, _ = official_file(name, public)
+    layout = backbones.PRESETS[name]["layout"]
+    wrong = {"timm": "dinov2", "dinov2": "timm", "mae": "timm", "npz": "timm"}[layout]
+    with serve(public) as url:
+        fetched = download.fetch_checkpoint(f"{url}/{path.name}", tmp_path / "got" / path.name, layout=layout)
+        assert fetched.read_bytes() == path.read_bytes()
+        out = tmp_path / "wrong" / (path.stem + (".npz" if wrong == "npz" else ".pth"))
+        with pytest.raises(VitpeftError, match=f"{url}/{path.name}") as caught:
+            download.fetch_checkpoint(f"{url}/{path.name}", out, layout=wrong)
+    assert "nothing was written" in str(caught.value) and not out.exists()

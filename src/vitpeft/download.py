@@ -156,18 +156,22 @@ def _progress(url: str, received: int, total: int | None) -> None:
     print(f"{os.path.basename(url)}: {received >> 20} MiB{of_total}", file=sys.stderr, flush=True)
 
 
-def fetch_checkpoint(url: str, out, sha256: str | None = None, deadline_s: float = DEADLINE_S) -> Path:
-    """Download a backbone checkpoint and check it reads as a plain state dict before it appears at `out`."""
-    from vitpeft.backbone import CHECKPOINT_SUFFIXES, read_state_dict
+def fetch_checkpoint(url: str, out, sha256: str | None = None, deadline_s: float = DEADLINE_S,
+                     layout: str = "timm") -> Path:
+    """Download a backbone checkpoint and check it reads in its key `layout` before it appears at `out`."""
+    from vitpeft.layouts import SUFFIXES, check_file, suffixes_text
 
     out = Path(out)
-    if out.suffix not in CHECKPOINT_SUFFIXES:
-        raise VitpeftError(f"--out {out} must end in .pth, .pt or .safetensors (the suffix picks the format)")
+    if layout not in SUFFIXES:
+        raise VitpeftError(f"--layout {layout}: unknown (known: {', '.join(SUFFIXES)})")
+    if out.suffix not in SUFFIXES[layout]:
+        raise VitpeftError(f"--out {out} must end in {suffixes_text(layout)} for layout {layout!r} "
+                           "(the suffix picks the format)")
     expected = _checked_request(url, out, deadline_s, sha256=sha256)
     with explained_os_errors(out), atomic_path(out) as tmp:
         _download_to(url, tmp, out, expected, deadline_s)
         try:
-            read_state_dict(tmp, suffix=out.suffix, name=url)
+            check_file(tmp, layout, suffix=out.suffix, name=url)
         except VitpeftError as error:
             raise VitpeftError(f"{error}; nothing was written to {out}: check that the URL gives the checkpoint itself") from None
     return out

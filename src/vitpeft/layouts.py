@@ -75,23 +75,28 @@ def _dinov2_keys(state: dict) -> str:
 def _mae(path: Path, model: nn.Module) -> dict:
     if path.suffix not in (".pth", ".pt"):
         raise VitpeftError(f"checkpoint {path}: the mae layout is a .pth file, not {path.suffix or 'suffix-less'}")
+    return _mae_state(path, path)
+
+
+def _mae_state(path: Path, name) -> dict:
+    """The state dict inside MAE's {'model': ...} wrapper; `name` is what messages call the file."""
     if not path.is_file():
-        raise VitpeftError(f"checkpoint not found: {path}")
+        raise VitpeftError(f"checkpoint not found: {name}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # the plain reader makes the same weights-only load and explains why it fails
-        read_state_dict(path)
+        read_state_dict(path, suffix=".pth", name=name)
         raise
     state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         found = shown_keys(list(checkpoint)) if isinstance(checkpoint, dict) else f"a {type(checkpoint).__name__}"
         raise VitpeftError(
-            f"checkpoint {path} is not in the mae layout {{'model': state dict}}: its top level holds {found} "
+            f"checkpoint {name} is not in the mae layout {{'model': state dict}}: its top level holds {found} "
             "(a plain state dict has layout 'timm')"
         )
     not_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise VitpeftError(f"checkpoint {path}: 'model' holds entries that are not tensors: {shown_keys(not_tensors)}")
+        raise VitpeftError(f"checkpoint {name}: 'model' holds entries that are not tensors: {shown_keys(not_tensors)}")
     return state
 
 
@@ -154,6 +159,43 @@ def _check_npz_shape(path: Path, model: nn.Module) -> None:
 
 
 READERS = {"timm": _timm, "dinov2": _dinov2, "mae": _mae, "npz": _npz}
+SUFFIXES = {"timm": (".pth", ".pt", ".safetensors"), "dinov2": (".pth", ".pt", ".safetensors"),
+            "mae": (".pth", ".pt"), "npz": (".npz",)}
+
+
+def suffixes_text(layout: str) -> str:
+    """'.pth, .pt or .safetensors' for the suffixes a layout's files have."""
+    *rest, last = SUFFIXES[layout]
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def check_file(path, layout: str, suffix: str, name: str) -> None:
+    """That `path` reads as a checkpoint in `layout`, without a model: what a download must pass to count.
+
+    `suffix` and `name` are the destination's (a staged download has a temporary
+    name, which no message may show).
+    """
+    if suffix not in SUFFIXES.get(layout, ()):
+        raise VitpeftError(f"checkpoint {name}: layout {layout!r} is a {suffixes_text(layout)} file, "
+                           f"not {suffix or 'suffix-less'}")
+    if layout == "npz":
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                blocks = [key for key in archive.files if NPZ_BLOCK.search(key)]
+        except Exception as error:  # zipfile, numpy and OS errors alike: not an .npz archive
+            raise VitpeftError(f"checkpoint {name} is not a readable .npz archive: {error}") from None
+        if not blocks:
+            raise VitpeftError(f"checkpoint {name} holds no Transformer/encoderblock_N arrays: not a Google ViT .npz")
+        return
+    if layout == "mae":
+        state = _mae_state(Path(path), name)
+    else:
+        state = read_state_dict(path, suffix=suffix, name=name)
+    if (DINOV2_MARK in state) != (layout == "dinov2"):
+        other = "dinov2" if DINOV2_MARK in state else "timm"
+        raise VitpeftError(f"checkpoint {name} is in the {other!r} layout, not {layout!r}: set backbone.layout")
 
 
 def fit_pos_embed(state: dict, model: nn.Module) -> dict:

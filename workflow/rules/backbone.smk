@@ -34,7 +34,7 @@ elif PLAN.backbone.info["rule"] == "fetch":
             source=(
                 f"--timm-hub {CFG['backbone']['timm_hub']}"
                 if CFG["backbone"]["timm_hub"]
-                else f"--url {CFG['backbone']['url']}"
+                else f"--url {CFG['backbone']['url']} --layout {CFG['backbone']['layout']}"
                 + (f" --sha256 {CFG['backbone']['sha256']}" if CFG["backbone"]["sha256"] else "")
             ),
         conda:

@@ -64,6 +64,8 @@ def _register_fetch_checkpoint(subparsers) -> None:
     source.add_argument("--url", help="a .pth/.safetensors state dict, e.g. DINO's dino_vitbase16_pretrain.pth")
     source.add_argument("--timm-hub", help="a timm model with pretrained weights, e.g. timm/vit_base_patch16_224.dino")
     parser.add_argument("--sha256", help="expected sha256 of the downloaded file (with --url)")
+    parser.add_argument("--layout", default="timm", choices=["timm", "dinov2", "mae", "npz"],
+                        help="key layout the downloaded file must read in (with --url; default timm)")
     _add_deadline(parser)
     parser.add_argument("--out", required=True, help="destination file (.safetensors for --timm-hub)")
     parser.set_defaults(func=_fetch_checkpoint)
@@ -79,9 +81,11 @@ def _fetch_checkpoint(args) -> int:
             )
         if args.deadline is not None:
             raise VitpeftError("--deadline applies to --url only: the Hugging Face hub client times its own downloads")
+        if args.layout != "timm":
+            raise VitpeftError("--layout applies to --url only: timm hub copies are written in timm's layout")
         download.fetch_timm_checkpoint(args.timm_hub, args.out)
     else:
-        download.fetch_checkpoint(args.url, args.out, sha256=args.sha256, deadline_s=_deadline(args))
+        download.fetch_checkpoint(args.url, args.out, sha256=args.sha256, deadline_s=_deadline(args), layout=args.layout)
     print(f"wrote {args.out}")
     return 0
 
