@@ -468,3 +468,11 @@ def test_fetch_checkpoint_accepts_each_official_layout_from_a_server_and_refuses
         with pytest.raises(VitpeftError, match=f"{url}/{path.name}") as caught:
             download.fetch_checkpoint(f"{url}/{path.name}", out, layout=wrong)
     assert "nothing was written" in str(caught.value) and not out.exists()
+
+
+def test_list_backbones_prints_every_preset(capsys):
+    from vitpeft.cli import main
+
+    assert main(["list-backbones"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == list(PRESETS)

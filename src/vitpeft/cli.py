@@ -7,7 +7,7 @@ import sys
 from vitpeft.errors import VitpeftError
 
 # Each module defines register(subparsers); a subcommand sets `func` to its runner.
-COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "check", "targets"]
+COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "check", "targets", "backbones"]
 
 
 def build_parser() -> argparse.ArgumentParser:
