@@ -31,7 +31,8 @@ def make_spec(data="data", method="full", **train_overrides):
 
 def fake_state(spec, step):
     return {"spec_hash": spec_lib.spec_hash(spec), "step": step, "trainable": {"w": torch.full((3,), float(step))},
-            "optimizer": {}, "scaler": {}, "selection": {}, "log": [{"step": step}], "wall_seconds": 1.0}
+            "optimizer": {}, "scaler": {}, "selection": {}, "log": [{"step": step}], "pending_loss": torch.zeros(()),
+            "wall_seconds": 1.0}
 
 
 # ---------------------------------------------------------------- the checkpoint files

@@ -2,7 +2,9 @@
 
 They live in `<resume_root>/<spec name>-<spec hash>/`, outside the run folder
 (Snakemake deletes a failed job's outputs), and hold `last.pt` plus the one
-before it as `prev.pt`, so a crash while writing never loses both.
+before it as `prev.pt`, so a crash while writing never loses both. The
+forgetting curve's snapshots (`curve/step_000010.safetensors`, ...) are kept
+there too as they are made, so a kill loses none of them.
 
 A checkpoint is a plain dict of tensors and Python values, read back with
 `torch.load(weights_only=True)`: loading one never runs pickled code.
@@ -20,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import atomic_path
+from vitpeft.fileio import atomic_path, explained_os_errors
 from vitpeft.spec import spec_hash
 
 # EX_TEMPFAIL from sysexits.h: "temporary failure, the user is invited to retry".
@@ -29,7 +31,8 @@ from vitpeft.spec import spec_hash
 EXIT_PREEMPTED = 75
 
 LAST, PREV = "last.pt", "prev.pt"
-KEYS = ("spec_hash", "step", "trainable", "optimizer", "scaler", "selection", "log", "wall_seconds")
+CURVE = "curve"  # snapshot folder, in the resume folder and in the run folder alike
+KEYS = ("spec_hash", "step", "trainable", "optimizer", "scaler", "selection", "log", "pending_loss", "wall_seconds")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -59,11 +62,39 @@ def save(folder, state: dict) -> Path:
 
     folder = Path(folder)
     last = folder / LAST
-    with atomic_path(last) as tmp:
-        torch.save(state, tmp)
+    with explained_os_errors(last), atomic_path(last) as tmp:
+        # Through a Python file: a full disk is then an OSError (ENOSPC), explained in one
+        # line, not the "unexpected pos" RuntimeError of torch's own file writer.
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
         if last.exists():
             os.replace(last, folder / PREV)
     return last
+
+
+def snapshot_name(step: int) -> str:
+    """The curve snapshot file of `step`: step_000010.safetensors (sorts by step)."""
+    return f"step_{step:06d}.safetensors"
+
+
+def save_snapshot(folder, step: int, tensors: dict) -> Path:
+    """Keep the trainable tensors after `step` steps as `folder`/curve/<snapshot_name>, atomically."""
+    from safetensors.torch import save
+
+    path = Path(folder) / CURVE / snapshot_name(step)
+    with explained_os_errors(path), atomic_path(path) as tmp:
+        tmp.write_bytes(save(tensors))  # Python's write: a full disk is an OSError, not a SafetensorError
+    return path
+
+
+def snapshots(folder) -> dict:
+    """{step: path} of the curve snapshots in `folder`/curve."""
+    found = {}
+    for path in (Path(folder) / CURVE).glob("step_*.safetensors"):
+        digits = path.name.removeprefix("step_").removesuffix(".safetensors")
+        if digits.isdigit():
+            found[int(digits)] = path
+    return found
 
 
 def load(spec: dict, folder=None, path=None) -> dict | None:

@@ -1,15 +1,23 @@
 """Fine-tune one experiment: the whole loop, readable top to bottom.
 
 The training set sits on the device as one uint8 tensor and is augmented there
-(vitpeft.augment), so no data-loader workers are needed. Every random choice is
-a pure function of (seed, epoch) or (seed, step): a resumed run replays exactly
-the batches an uninterrupted run would have seen, with no RNG state saved.
+(vitpeft.augment), so no data-loader workers are needed. Every random draw is
+a pure function of (seed, epoch) or (seed, step): the batch order, the crops
+and flips, and whatever layers draw from torch's global generator (adapter
+dropout, stochastic depth), which is reseeded before every step. So a resumed
+run replays exactly what an uninterrupted one computes, with no RNG state saved.
 
-Output: `out_dir` appears whole or not at all, holding exactly RUN_FILES.
+Before the first step the run checks that its folders are writable and that
+the disk holds what it will write (vitpeft.preflight).
+
+Output: `out_dir` appears whole or not at all, holding exactly RUN_FILES, plus
+curve/step_XXXXXX.safetensors for each of train.curve_steps.
 """
 
+import contextlib
 import csv
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -20,17 +28,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vitpeft import augment, devices, methods, resume, store
+from vitpeft import augment, devices, methods, preflight, resume, store
 from vitpeft import model as model_lib
 from vitpeft import spec as spec_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import atomic_path, write_json
+from vitpeft.fileio import atomic_path, explained_os_errors, write_json
 
 RUN_FILES = ("trainable.safetensors", "spec.yaml", "train_log.csv", "summary.json")
 LOG_COLUMNS = ("step", "loss", "lr", "img_per_s")
 
 # Independent random streams, all derived from train.seed.
-STREAM_SPLIT, STREAM_EPOCH, STREAM_AUGMENT = 0, 1, 2
+STREAM_SPLIT, STREAM_EPOCH, STREAM_AUGMENT, STREAM_LAYERS = 0, 1, 2, 3
+DISK_MARGIN = 2**20  # bytes beyond the estimate: pickle framing, spec, log and summary files
+LOG_ROW_BYTES = 200  # a generous size of one pickled log row in a resume checkpoint
 
 
 class Diverged(VitpeftError):
@@ -47,21 +57,93 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
     device = devices.pick(device)
     folder = resume.folder_for(resume_root, spec)
     state = resume.load(spec, folder=folder, path=resume_from)  # a foreign checkpoint is refused first
-    data = load_data(spec, device)  # all data checks before any model is built
+    with own_global_rng(device):  # the loop reseeds torch's global generators; the caller gets its own back
+        check_disk(spec, out_dir, folder)  # nothing written yet, and no data loaded
+        if state is not None:
+            adopt_snapshots(spec, state["step"], folder, resume_from)
+        data = load_data(spec, device)  # all data checks before any model is built
 
-    run = Run(spec, data, device)
-    if state is not None:
-        run.restore(state)
-        print(f"{spec['name']}: resuming at step {run.step} of {spec['train']['steps']}", file=sys.stderr)
-    try:
-        with resume.StopFlag() as stop:
-            run.loop(stop, folder)
-    except Diverged:
-        resume.clear(folder)  # a rerun would diverge the same way; leave nothing behind
-        raise
-    write_run(out_dir, spec, run)
+        run = Run(spec, data, device)
+        if state is not None:
+            run.restore(state)
+            print(f"{spec['name']}: resuming at step {run.step} of {spec['train']['steps']}", file=sys.stderr)
+        try:
+            with resume.StopFlag() as stop:
+                run.loop(stop, folder)
+        except Diverged:
+            resume.clear(folder)  # a rerun would diverge the same way; leave nothing behind
+            raise
+    write_run(out_dir, spec, run, curve_snapshots(spec, folder))
     resume.clear(folder)
     return Path(out_dir)
+
+
+# ---------------------------------------------------------------- before the first step
+
+
+def check_disk(spec: dict, out_dir, folder: Path) -> None:
+    """Refuse a run whose run or resume folder is unwritable, or whose disk cannot hold what it will write."""
+    run_parent = Path(out_dir).absolute().parent  # the run folder is built beside its final place
+    preflight.writable(run_parent, "the run folder (--out)")
+    preflight.writable(folder, "resume checkpoints (--resume-dir)")
+    run_bytes, resume_bytes = disk_estimate(spec, methods.count_trainable(spec))
+    already = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+    preflight.room_for([
+        (run_parent, run_bytes + DISK_MARGIN, "the run folder"),
+        (folder, max(0, resume_bytes - already) + DISK_MARGIN, "resume checkpoints"),
+    ])
+
+
+def disk_estimate(spec: dict, n_trainable: int) -> tuple[int, int]:
+    """Bytes (run folder, resume folder) a run writes at most, from its trainable parameter count.
+
+    A resume checkpoint holds the weights, SGD's momentum buffers (momentum > 0)
+    and the best weights so far (selection other than last); up to three exist
+    at once (prev.pt, last.pt, and the next one being written). Curve snapshots
+    sit in the resume folder until the run folder takes a copy.
+    """
+    cfg = spec["train"]
+    weights = 4 * n_trainable  # float32 trainable tensors
+    curve = weights * len(cfg["curve_steps"])
+    copies = 1 + (cfg["momentum"] > 0) + (cfg["selection"] != "last")
+    checkpoint = copies * weights + LOG_ROW_BYTES * (cfg["steps"] // cfg["log_every"] + 1)
+    return weights + curve, 3 * checkpoint + curve
+
+
+def adopt_snapshots(spec: dict, step: int, folder: Path, resume_from) -> None:
+    """Make sure the curve snapshots of steps before the resumed one are in `folder`.
+
+    With --resume-from, those kept beside that checkpoint are copied in; a
+    missing one is an error now, not after the rest of the training.
+    """
+    due = [s for s in spec["train"]["curve_steps"] if s <= step]
+    if not due:
+        return
+    if resume_from is not None:
+        source = Path(resume_from) if Path(resume_from).is_dir() else Path(resume_from).parent
+        if source.resolve() != folder.resolve():
+            for s, path in resume.snapshots(source).items():
+                if s in due:
+                    target = folder / resume.CURVE / path.name
+                    with explained_os_errors(target), atomic_path(target) as tmp:
+                        shutil.copyfile(path, tmp)
+    missing = sorted(set(due) - set(resume.snapshots(folder)))
+    if missing:
+        where = resume_from if resume_from is not None else folder
+        raise VitpeftError(
+            f"resume checkpoint {where} is at step {step}, but the curve snapshot of step {missing[0]} "
+            f"({resume.CURVE}/{resume.snapshot_name(missing[0])}) is not beside it; "
+            f"restore it, or delete {folder} to train from the start"
+        )
+
+
+def curve_snapshots(spec: dict, folder: Path) -> list:
+    """Paths of the run's curve snapshots in step order (all of train.curve_steps must be there)."""
+    found = resume.snapshots(folder)
+    missing = [s for s in spec["train"]["curve_steps"] if s not in found]
+    if missing:  # only if something deleted them during the run
+        raise VitpeftError(f"curve snapshot of step {missing[0]} vanished from {folder / resume.CURVE}; rerun")
+    return [found[s] for s in spec["train"]["curve_steps"]]
 
 
 # ---------------------------------------------------------------- data
@@ -83,7 +165,10 @@ def load_data(spec: dict, device) -> Data:
     train = _checked(spec["data"]["train"], spec["num_classes"])
     images, labels = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     eval_x = eval_y = None
-    if cfg["selection"] == "best_val":
+    if cfg["selection"] == "best_val" and spec["data"]["val"]:  # the dataset's official validation split
+        val = _checked(spec["data"]["val"], spec["num_classes"])
+        eval_x, eval_y = torch.from_numpy(val.images), torch.from_numpy(val.labels)
+    elif cfg["selection"] == "best_val":
         order = torch.randperm(len(labels), generator=_generator(cfg["seed"], STREAM_SPLIT))
         n_val = max(1, round(cfg["val_fraction"] * len(labels)))
         val, keep = order[:n_val], order[n_val:]
@@ -92,8 +177,9 @@ def load_data(spec: dict, device) -> Data:
         test = _checked(spec["data"]["test"], spec["num_classes"])
         eval_x, eval_y = torch.from_numpy(test.images), torch.from_numpy(test.labels)
     if len(labels) < cfg["batch_size"]:
+        held_out = " (after the validation hold-out)" if len(labels) < len(train) else ""
         raise VitpeftError(
-            f"{spec['data']['train']}: {len(labels)} training images (after the validation hold-out) "
+            f"{spec['data']['train']}: {len(labels)} training images{held_out} "
             f"are fewer than train.batch_size {cfg['batch_size']}"
         )
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -117,6 +203,13 @@ def derive_seed(*keys) -> int:
 
 def _generator(*keys) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*keys))
+
+
+@contextlib.contextmanager
+def own_global_rng(device: torch.device):
+    """Torch's global generators (CPU and `device`) as they were before the block, whatever it draws or seeds."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int, cache: dict, device) -> torch.Tensor:
@@ -171,11 +264,13 @@ class Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.forward = torch.compile(self.model) if self.cfg["compile"] else self.model
         self.selection = Selection(self.cfg["selection"], self.cfg["val_every"])
+        self.curve_steps = set(self.cfg["curve_steps"])
         self.step = 0  # completed steps
         self.log: list[dict] = []
+        self.loss_sum = torch.zeros((), device=device)  # summed losses since the previous log row
         self.wall_seconds = 0.0  # summed over every (resumed) session
         self.resumed_from = 0
-        self._last_logged = 0  # step of the previous log row (or of the resume)
+        self._last_logged = 0  # step of the previous log row
         self._first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on device
 
     # ----- state
@@ -192,6 +287,7 @@ class Run:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "selection": self.selection.state_dict(),
             "log": self.log,
+            "pending_loss": self.loss_sum.detach().to("cpu", copy=True),  # so the next log row averages all its steps
             "wall_seconds": self.wall_seconds,
         }
 
@@ -201,8 +297,10 @@ class Run:
         if self.scaler.is_enabled() and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.selection.load_state_dict(state["selection"])
-        self.step = self.resumed_from = self._last_logged = state["step"]
+        self.step = self.resumed_from = state["step"]
         self.log = list(state["log"])
+        self._last_logged = self.log[-1]["step"] if self.log else 0
+        self.loss_sum = state["pending_loss"].to(self.device)
         self.wall_seconds = state["wall_seconds"]
 
     # ----- the loop
@@ -210,25 +308,28 @@ class Run:
     def loop(self, stop: resume.StopFlag, folder: Path) -> None:
         cfg, steps = self.cfg, self.cfg["steps"]
         order_cache, aug_gen = {}, torch.Generator(self.device)
-        loss_sum = torch.zeros((), device=self.device)
         clock = Clock()
         self.model.train()
+        if self.step == 0 and 0 in self.curve_steps:
+            self.snapshot(folder)  # the untouched model with its fresh head
         with tqdm(total=steps, initial=self.step, desc=self.spec["name"], mininterval=1, dynamic_ncols=True) as bar:
             while self.step < steps:
                 indices = batch_indices(
                     self.step, len(self.data.train_y), cfg["batch_size"], cfg["seed"], order_cache, self.device
                 )
                 aug_gen.manual_seed(derive_seed(cfg["seed"], STREAM_AUGMENT, self.step))
-                loss_sum += self.train_step(indices, aug_gen)
+                torch.manual_seed(derive_seed(cfg["seed"], STREAM_LAYERS, self.step))  # dropout, drop-path
+                self.loss_sum += self.train_step(indices, aug_gen)
                 self.step += 1
                 bar.update(1)
                 if self.step % cfg["log_every"] == 0 or self.step == steps:
-                    row = self.log_row(loss_sum, clock)
+                    row = self.log_row(clock)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-                    loss_sum.zero_()
                 if self.selection.due(self.step, steps):
                     self.check_finite()
                     self.selection.update(self.step, self.evaluate(), self.trainable)
+                if self.step in self.curve_steps:
+                    self.snapshot(folder)
                 if stop.requested:
                     self.checkpoint(folder, clock)
                     raise resume.Preempted(stop.requested, self.step, folder)
@@ -270,17 +371,20 @@ class Run:
                 "training stopped and nothing was saved"
             )
 
-    def log_row(self, loss_sum: torch.Tensor, clock: "Clock") -> dict:
+    def log_row(self, clock: "Clock") -> dict:
         self.check_finite()
-        count, self._last_logged = self.step - self._last_logged, self.step
+        count = self.step - self._last_logged
+        timed = self.step - max(self._last_logged, self.resumed_from)  # steps run in this session
         seconds = clock.since_log(self.device)
         row = {
             "step": self.step,
-            "loss": float(loss_sum) / count,
+            "loss": float(self.loss_sum) / count,
             "lr": lr_at(self.step - 1, self.cfg["lr"], self.cfg["warmup_steps"], self.cfg["steps"]),
-            "img_per_s": count * self.cfg["batch_size"] / seconds if seconds > 0 else float("nan"),
+            "img_per_s": timed * self.cfg["batch_size"] / seconds if seconds > 0 else float("nan"),
         }
         self.log.append(row)
+        self._last_logged = self.step
+        self.loss_sum.zero_()
         return row
 
     @torch.no_grad()
@@ -302,6 +406,11 @@ class Run:
         self.check_finite()  # never checkpoint a diverged state
         self.wall_seconds += clock.lap()
         resume.save(folder, self.state())
+
+    def snapshot(self, folder: Path) -> None:
+        """Keep this step's trainable weights for the forgetting curve (on disk at once: a kill keeps it)."""
+        self.check_finite()
+        resume.save_snapshot(folder, self.step, self.trainable())
 
     def final_state(self) -> dict:
         return self.selection.best_state if self.selection.best_state is not None else self.trainable()
@@ -357,17 +466,20 @@ class Selection:
 # ---------------------------------------------------------------- output
 
 
-def write_run(out_dir, spec: dict, run: Run) -> None:
-    """The run folder, atomically: trainable tensors only, resolved spec, log, summary."""
-    from safetensors.torch import save_file
+def write_run(out_dir, spec: dict, run: Run, snapshots: list) -> None:
+    """The run folder, atomically: trainable tensors only, resolved spec, log, summary, curve snapshots."""
+    from safetensors.torch import save
 
-    state = run.final_state()
-    with atomic_path(out_dir) as tmp:
+    with explained_os_errors(out_dir), atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        save_file(state, str(tmp / "trainable.safetensors"))
+        (tmp / "trainable.safetensors").write_bytes(save(run.final_state()))  # a full disk is an OSError
         (tmp / "spec.yaml").write_text(spec_lib.dump(spec))
         write_log(tmp / "train_log.csv", run.log)
         write_json(tmp / "summary.json", summary(spec, run))
+        if snapshots:
+            (tmp / resume.CURVE).mkdir()
+            for path in snapshots:
+                shutil.copyfile(path, tmp / resume.CURVE / path.name)
 
 
 def write_log(path: Path, rows: list) -> None:
@@ -384,6 +496,7 @@ def summary(spec: dict, run: Run) -> dict:
         "steps": steps,
         "final_loss": run.log[-1]["loss"],
         "selection": selection.mode,
+        "selected_on": selection_split(spec),
         "selected_step": selection.best_step if selection.mode != "last" else steps,
         "best_val_acc": selection.best_acc,
         "val_history": selection.history,
@@ -393,7 +506,18 @@ def summary(spec: dict, run: Run) -> dict:
         "precision": str(run.dtype).removeprefix("torch.") if run.dtype else "float32",
         "trainable_params": sum(p.numel() for p in run.params),
         "resumed_from_step": run.resumed_from,
+        "curve_steps": spec["train"]["curve_steps"],
     }
+
+
+def selection_split(spec: dict) -> str | None:
+    """What the kept weights were chosen on, in words (None for selection: last)."""
+    mode, data = spec["train"]["selection"], spec["data"]
+    if mode == "best_test":
+        return f"test split {data['test']}"
+    if mode == "best_val":
+        return f"validation split {data['val']}" if data["val"] else f"held-out {spec['train']['val_fraction']} of train"
+    return None
 
 
 def device_name(device: torch.device) -> str:
