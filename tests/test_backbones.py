@@ -475,4 +475,4 @@ def test_list_backbones_prints_every_preset(capsys):
 
     assert main(["list-backbones"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
-    assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == list(PRESETS)
+    assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == list(backbones.PRESETS)
