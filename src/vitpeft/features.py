@@ -103,7 +103,7 @@ def provenance(spec: dict, data: KnnData, device) -> dict:
     )
     record = {
         "format": FORMAT,
-        "backbone": {**weights, "model": spec["model"]},
+        "backbone": {**weights, "layout": spec.get("layout"), "model": spec["model"]},  # layout: how keys are read
         "preprocessing": {"img_size": spec["model"]["img_size"], "mean": data.mean, "std": data.std, "resize": RESIZE},
         "bank": _identity(data.bank_dir, data.bank),
         "queries": _identity(data.queries_dir, data.queries),
