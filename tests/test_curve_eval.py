@@ -157,3 +157,19 @@ def test_a_broken_run_is_one_line_naming_the_file_and_no_curve(tmp_path, tiny_mo
     errors = [line for line in err if "error:" in line]
     assert code == 2 and len(errors) == 1 and str(named) in errors[0] and says in errors[0]
     assert not out.exists()
+
+
+def test_without_a_source_bank_the_curve_scores_the_target_only(tmp_path, tiny_model_cfg, domains, capsys):
+    """A study with source.enabled false still gets its curve: target accuracy per step, no source figure."""
+    spec = make_spec(tiny_model_cfg, "lora", {"r": 2})
+    run = write_run(spec, tmp_path / "run", lambda model: perturb(model, 0.5, seed=1))
+    add_point(run, 2, run_state(run))
+    spec_file, out = write_spec(spec, tmp_path / "s.yaml"), tmp_path / "curve.json"
+    argv = ["eval-curve", "--spec", spec_file, "--run", run, "--target-data", domains["target"], "--out", out,
+            "--device", "cpu"]
+    assert run_cli(argv, capsys)[0] == 0
+    points = json.loads(out.read_text())["points"]
+    assert [p["step"] for p in points] == [2, spec["train"]["steps"]]
+    assert all(p["source_acc"] is None and 0 <= p["target_acc"] <= 100 for p in points)
+    code, message = run_cli(argv[:-2] + ["--bank", domains["bank"], "--out", tmp_path / "x.json"], capsys)
+    assert code == 2 and "give --bank and --queries together" in message[-1]

@@ -279,9 +279,11 @@ def test_imagefolder_mistakes_are_named(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_only_val_is_enough_for_imagefolder(tmp_path):
+def test_with_train_and_val_only_val_is_the_imagefolders_test_split(tmp_path):
+    """The study scores the test split; with no test/ folder, val/ is it (best_val then holds out train)."""
     fake = fakes.imagefolder(tmp_path / "mine", splits=("train", "val"))
-    assert targets.prepare("imagefolder", tmp_path / "mine", tmp_path / "out", size=SIZE) == {"train": 4, "val": 5}
+    assert targets.prepare("imagefolder", tmp_path / "mine", tmp_path / "out", size=SIZE) == {"train": 4, "test": 5}
+    fake.splits["test"] = fake.splits.pop("val")
     assert_prepared(tmp_path / "out", "imagefolder", fake, SIZE)
 
 

@@ -91,12 +91,15 @@ def eval_curve(
     batch_size=256,
     precision="fp32",
 ) -> dict:
-    """{"points": [{"step", "target_acc", "source_acc", "source_knn": {k: acc}, "final"}], ...} for one run."""
+    """{"points": [{"step", "target_acc", "source_acc", "source_knn": {k: acc}, "final"}], ...} for one run.
+
+    Without a bank (bank_dir None: the study's source column is off) every point has source_acc None.
+    """
     started, device = time.monotonic(), devices.pick(device)
     target = features.load_prepared(target_dir, "target test set")
     evaluate.check_labels(target, spec["num_classes"], target_dir)
-    data = features.load_source(bank_dir, queries_dir, mean, std, precision)
-    ks = knn.check_settings(ks, temperature, len(data.bank))
+    data = features.load_source(bank_dir, queries_dir, mean, std, precision) if bank_dir is not None else None
+    ks = knn.check_settings(ks, temperature, len(data.bank)) if data is not None else sorted(ks)
     curve = points(run_dir)
     model = models.for_training(spec, device)
     check_files(model, curve)
@@ -106,11 +109,12 @@ def eval_curve(
         knn.log(f"{spec['name']}: step {point.step}" + (" (final weights)" if point.final else ""))
         methods.load_trainable(model, _read(point.path))
         target_acc, _ = evaluate.classifier_scores(model, target, spec, device, batch_size)
-        if source is None or not fixed_backbone:  # a backbone that training leaves alone scores the same every time
+        if data is not None and (source is None or not fixed_backbone):  # an untouched backbone scores alike each time
             feats = features.compute(model, data, spec["model"]["img_size"], device, batch_size, str(point.path))
             source = evaluate.knn_scores(data, feats, ks, temperature, device)
         scored.append({"step": point.step, "final": point.final, "target_acc": target_acc,
-                       "source_acc": source[best], "source_knn": evaluate.keyed(source)})  # fmt: skip
+                       "source_acc": source[best] if source else None,
+                       "source_knn": evaluate.keyed(source) if source else None})  # fmt: skip
     return {
         "points": scored,
         "headline_k": best,
@@ -120,8 +124,8 @@ def eval_curve(
         "std": list(std),
         "precision": precision,
         "target_count": len(target),
-        "bank_count": len(data.bank),
-        "query_count": len(data.queries),
+        "bank_count": len(data.bank) if data is not None else None,
+        "query_count": len(data.queries) if data is not None else None,
         "name": spec["name"],
         "method": spec["method"],
         "run": str(run_dir),

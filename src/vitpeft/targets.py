@@ -423,6 +423,8 @@ def _imagefolder_splits(root: Path) -> dict:
                 f"{root}: train/ and {split}/ have different class folders ({len(only_train)} only in train, "
                 f"e.g. {only_train[:3]}; {len(only_here)} only in {split}, e.g. {only_here[:3]})"
             )
+    if "test" not in splits:  # train/ and val/ only: val/ is what the study scores (best_val holds out train)
+        splits["test"] = splits.pop("val")
     return splits
 
 

@@ -4,7 +4,9 @@ forgetting curve)."""
 
 import json
 
-from vitpeft import devices, spec as spec_lib
+from vitpeft import devices
+from vitpeft.commands import specs
+from vitpeft.errors import VitpeftError
 from vitpeft.fileio import write_json
 
 DINO_KS = [10, 20, 100, 200]
@@ -48,7 +50,7 @@ def register(subparsers) -> None:
         "provenance.json (checkpoint sha256, model, preprocessing, bank/queries identity, precision) to DIR, "
         "atomically, for eval-source --pretrained-features.",
     )
-    extract.add_argument("--spec", required=True, help="a spec naming the backbone (e.g. the pretrained row's)")
+    specs.add_options(extract)
     _source_options(extract)
     extract.add_argument("--out", required=True, metavar="DIR", help="cache folder to write")
     extract.add_argument("--batch-size", type=int, default=256)
@@ -74,10 +76,10 @@ def register(subparsers) -> None:
         "RUN/trainable.safetensors (its selected step, final: true), the target top-1 of the run's head and the "
         "source k-NN (every k) on the given (usually subsampled) bank and queries.",
     )
-    curve.add_argument("--spec", required=True, help="experiment spec YAML")
+    specs.add_options(curve)
     curve.add_argument("--run", required=True, help="run folder from `vitpeft train`")
     curve.add_argument("--target-data", required=True, metavar="DIR", help="prepared target test set")
-    _source_options(curve)
+    _source_options(curve, required=False)
     _knn_options(curve)
     curve.add_argument("--out", required=True, metavar="JSON", help="curve JSON to write")
     curve.add_argument("--batch-size", type=int, default=256)
@@ -86,7 +88,7 @@ def register(subparsers) -> None:
 
 
 def _common(parser) -> None:
-    parser.add_argument("--spec", required=True, help="experiment spec YAML")
+    specs.add_options(parser)
     parser.add_argument("--run", default=None,
                         help="run folder from `vitpeft train` (default: the pretrained backbone)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
@@ -94,9 +96,10 @@ def _common(parser) -> None:
     devices.add_option(parser)
 
 
-def _source_options(parser) -> None:
-    parser.add_argument("--bank", required=True, metavar="DIR", help="prepared bank (e.g. ImageNet train)")
-    parser.add_argument("--queries", required=True, metavar="DIR", help="prepared queries (e.g. ImageNet val)")
+def _source_options(parser, required=True) -> None:
+    optional = "" if required else "; leave out (with --queries) to score the target only"
+    parser.add_argument("--bank", required=required, metavar="DIR", help=f"prepared bank (e.g. ImageNet train){optional}")
+    parser.add_argument("--queries", required=required, metavar="DIR", help="prepared queries (e.g. ImageNet val)")
     parser.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN, help="default: ImageNet's")
     parser.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD, help="default: ImageNet's")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -111,7 +114,7 @@ def _knn_options(parser) -> None:
 def _eval_target(args) -> int:
     from vitpeft.evaluate import eval_target  # torch/timm load only when this command runs
 
-    spec = spec_lib.load(args.spec)
+    spec = specs.spec_from(args)
     result = eval_target(spec, args.run, args.data, args.device, args.batch_size, args.k, args.temperature)
     return _write(args.out, result)
 
@@ -119,7 +122,7 @@ def _eval_target(args) -> int:
 def _eval_source(args) -> int:
     from vitpeft.evaluate import eval_source
 
-    spec = spec_lib.load(args.spec)
+    spec = specs.spec_from(args)
     result = eval_source(
         spec, args.run, args.bank, args.queries, args.k, args.temperature, args.mean, args.std, args.device,
         args.batch_size, args.precision, args.pretrained_features,
@@ -130,7 +133,7 @@ def _eval_source(args) -> int:
 def _extract_features(args) -> int:
     from vitpeft import features
 
-    spec = spec_lib.load(args.spec)
+    spec = specs.spec_from(args)
     data = features.load_source(args.bank, args.queries, args.mean, args.std, args.precision)
     features.extract_pretrained(spec, data, args.out, devices.pick(args.device), args.batch_size)
     print(f"wrote {args.out}")
@@ -148,7 +151,9 @@ def _subsample(args) -> int:
 def _eval_curve(args) -> int:
     from vitpeft.curve import eval_curve
 
-    spec = spec_lib.load(args.spec)
+    if (args.bank is None) != (args.queries is None):
+        raise VitpeftError("give --bank and --queries together (or neither, to score the target only)")
+    spec = specs.spec_from(args)
     result = eval_curve(
         spec, args.run, args.target_data, args.bank, args.queries, args.k, args.temperature, args.mean, args.std,
         args.device, args.batch_size, args.precision,
