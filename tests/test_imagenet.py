@@ -252,6 +252,20 @@ def test_a_killed_shard_job_never_counts_and_its_rerun_finishes(tmp_path):
         assert np.array_equal(shard.images[row], torchvision_pixels(root / "train" / "n01" / f"{row:04d}.JPEG", 256, 224))
 
 
+def test_a_refused_write_is_one_line_naming_the_shard(tmp_path, imagenet_copy, capsys):
+    out = tmp_path / "cache"
+    out.mkdir()
+    (out / "bank").write_text("a file where the bank folder goes")
+    assert cli.main(shard_argv(imagenet_copy, out, "train", 0, 2)) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert error.startswith(
+        f"vitpeft prepare-imagenet-shard: error: cannot write {out / 'bank' / 'shard-00000-of-00002'}: "
+        f"{out / 'bank'} is a file, not a folder ("
+    )
+    assert error.endswith("; choose another path")
+
+
 def test_bad_shard_settings_are_refused_before_work(tmp_path, imagenet_copy, capsys):
     out = tmp_path / "cache"
     for argv, message in (

@@ -15,6 +15,7 @@ processes that import only PIL (vitpeft.imagenet_decode).
 """
 
 import contextlib
+import errno
 import hashlib
 import math
 import multiprocessing
@@ -29,7 +30,7 @@ import numpy as np
 
 from vitpeft import store
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import atomic_path, read_json, write_json
+from vitpeft.fileio import atomic_path, explained_os_errors, read_json, write_json
 from vitpeft.imagenet_decode import write_rows
 
 PARTS = {"train": "bank", "val": "queries"}  # split of the ImageNet copy -> folder of the cache
@@ -191,17 +192,14 @@ def _write_shard(plan: Plan, shard: int, shards: int, out: Path, resize: int, cr
     if _is_done(folder, meta):
         print(f"{label}: {folder} is already prepared", file=sys.stderr)
         return meta
-    _remove_stale_temporaries(folder)
-    row_bytes = crop * crop * 3
-    _check_free_space(folder, len(rows) * row_bytes)
-    with atomic_path(folder) as tmp:  # only this rename makes the shard count as done
+    _check_free_space(folder, len(rows) * crop * crop * 3)
+    # Only the final rename makes the shard count as done; a killed job's temporary is removed by the
+    # next write of this shard (atomic_path). A refused write (a worker's too) becomes one line.
+    with explained_os_errors(folder), atomic_path(folder) as tmp:
         tmp.mkdir()
-        images_file, offset = _empty_npy(tmp / "images.npy", (len(rows), crop, crop, 3), folder)
+        images_file, offset = _empty_npy(tmp / "images.npy", (len(rows), crop, crop, 3))
         np.save(tmp / "labels.npy", plan.labels[rows.start : rows.stop])
-        try:
-            failed = _decode_into(images_file, offset, plan.paths(rows), resize, crop, workers, label)
-        except OSError as error:  # raised by a worker's write: the image decoding itself reports per file
-            raise VitpeftError(f"{label}: cannot write {folder}: {error.strerror or error}") from None
+        failed = _decode_into(images_file, offset, plan.paths(rows), resize, crop, workers, label)
         if failed:
             raise VitpeftError(_unreadable_message(label, failed))
         for name in ("images.npy", "labels.npy"):
@@ -233,13 +231,6 @@ def _is_done(folder: Path, meta: dict) -> bool:
     return all(done.get(key) == meta[key] for key in (*PLAN_KEYS, "shard", "count"))
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
-    # A killed job leaves its temporary (vitpeft.fileio.atomic_path's name) behind; only one job
-    # runs a given shard at a time, so any temporary of this shard is a dead one's.
-    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def _check_free_space(out: Path, needed: int) -> None:
     existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     free = shutil.disk_usage(existing).free
@@ -247,7 +238,7 @@ def _check_free_space(out: Path, needed: int) -> None:
         raise VitpeftError(f"{out} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free there")
 
 
-def _empty_npy(path: Path, shape: tuple, shown: Path) -> tuple:
+def _empty_npy(path: Path, shape: tuple) -> tuple:
     """A uint8 .npy of `shape` with its blocks reserved; returns (path, offset of the first row)."""
     images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
     offset = images.offset
@@ -257,9 +248,8 @@ def _empty_npy(path: Path, shape: tuple, shown: Path) -> tuple:
         # Reserving the blocks now turns a disk that other shard jobs fill meanwhile into an error here.
         os.posix_fallocate(fd, 0, offset + math.prod(shape))
     except OSError as error:
-        if error.errno == 28:  # ENOSPC
-            raise VitpeftError(f"{shown}: not enough disk space for {math.prod(shape) / 1e9:.1f} GB of images") from None
-        # another errno: the filesystem cannot reserve space; the free-space check above must do
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # these: the file system cannot reserve
+            raise
     finally:
         os.close(fd)
     return str(path), offset
