@@ -40,8 +40,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 PLAN_KEYS = ("split", "per_class", "resize", "crop", "total", "listing_sha256", "classes")
 CHUNK = 32  # images per worker task: small enough for smooth progress, large enough to keep IPC negligible
 # By default glibc hands each image's freed buffers back to the OS and maps fresh zeroed pages for
-# the next: measured 0.8 ms of page faults per ImageNet-sized image, a sixth of a worker's CPU.
-# Keeping them in the heap (mmap threshold at glibc's 32 MiB maximum) costs a few MB per worker.
+# the next (0.7-0.9 ms of kernel time per ImageNet-sized image, measured here). Kept in the heap
+# (mmap threshold at glibc's 32 MiB maximum), a worker needs about 7% less CPU per image
+# (decode_ratio_* in benchmarks/results/imagenet-scale-cpu.json) for a few MB more memory.
 WORKER_MALLOC = "glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432"
 
 
@@ -235,7 +236,10 @@ def _check_free_space(out: Path, needed: int) -> None:
     existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     free = shutil.disk_usage(existing).free
     if needed > free:
-        raise VitpeftError(f"{out} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free there")
+        raise VitpeftError(
+            f"{out} needs {needed / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free there: "
+            "free some space or write the cache elsewhere"
+        )
 
 
 def _empty_npy(path: Path, shape: tuple) -> tuple:
