@@ -347,7 +347,7 @@ def display_rows(report: Report) -> tuple:
     """(headers, rows of strings): the paper's layout; dataset and family named on their first row only."""
     table = report.table
     datasets = table["dataset"].nunique() > 1
-    curve = report.curve is not None
+    curve = report.curve is not None and report.early_step is not None  # the claim's column needs a step >= 10
     headers = [
         *(["Dataset"] if datasets else []), "Family", "Experiment", "N. params", "(paper)",
         "Target acc.", "(paper)", "(diff)", "Source k-NN", "(paper)", "(diff)", "Source routed",
