@@ -22,7 +22,7 @@ from vitpeft.fileio import _size as size
 
 
 def writable(folder, what: str = "output") -> None:
-    """Refuse unless files can be created in `folder` (or, if it does not exist yet, where it will be made)."""
+    """Refuse unless files can be created in `folder`, or `folder` itself where it will be made if it does not exist."""
     folder = Path(folder)
     existing = nearest_existing(folder)
     if not existing.is_dir():

@@ -58,18 +58,31 @@ def save(folder, state: dict) -> Path:
     missing = [k for k in KEYS if k not in state]
     if missing:
         raise ValueError(f"resume state lacks {missing}")
-    import torch  # here, not at the top: `vitpeft --help` should not wait for torch
-
     folder = Path(folder)
     last = folder / LAST
     with explained_os_errors(last), atomic_path(last) as tmp:
-        # Through a Python file: a full disk is then an OSError (ENOSPC), explained in one
-        # line, not the "unexpected pos" RuntimeError of torch's own file writer.
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
+        _torch_save(state, tmp)
         if last.exists():
             os.replace(last, folder / PREV)
     return last
+
+
+def _torch_save(state: dict, path: Path) -> None:
+    """torch.save through a Python file, so a full disk is an OSError (ENOSPC) that explained_os_errors words.
+
+    Given a path, torch's own writer reports it as "unexpected pos"; given a
+    file, it may still hide the OSError behind that RuntimeError while closing
+    the archive after the failed write, so the OSError is brought back out.
+    """
+    import torch  # here, not at the top: `vitpeft --help` should not wait for torch
+
+    with open(path, "wb") as handle:
+        try:
+            torch.save(state, handle)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
 
 
 def snapshot_name(step: int) -> str:

@@ -39,7 +39,7 @@ LOG_COLUMNS = ("step", "loss", "lr", "img_per_s")
 
 # Independent random streams, all derived from train.seed.
 STREAM_SPLIT, STREAM_EPOCH, STREAM_AUGMENT, STREAM_LAYERS = 0, 1, 2, 3
-DISK_MARGIN = 2**20  # bytes beyond the estimate: pickle framing, spec, log and summary files
+DISK_MARGIN = 2**16  # bytes beyond the estimate (plus 1%): file framing, spec, log and summary files
 LOG_ROW_BYTES = 200  # a generous size of one pickled log row in a resume checkpoint
 
 
@@ -83,14 +83,14 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
 
 def check_disk(spec: dict, out_dir, folder: Path) -> None:
     """Refuse a run whose run or resume folder is unwritable, or whose disk cannot hold what it will write."""
-    run_parent = Path(out_dir).absolute().parent  # the run folder is built beside its final place
-    preflight.writable(run_parent, "the run folder (--out)")
+    preflight.writable(out_dir, "the run folder (--out)")
     preflight.writable(folder, "resume checkpoints (--resume-dir)")
     run_bytes, resume_bytes = disk_estimate(spec, methods.count_trainable(spec))
     already = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+    margin = lambda n: n + n // 100 + DISK_MARGIN  # noqa: E731
     preflight.room_for([
-        (run_parent, run_bytes + DISK_MARGIN, "the run folder"),
-        (folder, max(0, resume_bytes - already) + DISK_MARGIN, "resume checkpoints"),
+        (out_dir, margin(run_bytes), "the run folder"),
+        (folder, margin(max(0, resume_bytes - already)), "resume checkpoints"),
     ])
 
 
@@ -111,30 +111,30 @@ def disk_estimate(spec: dict, n_trainable: int) -> tuple[int, int]:
 
 
 def adopt_snapshots(spec: dict, step: int, folder: Path, resume_from) -> None:
-    """Make sure the curve snapshots of steps before the resumed one are in `folder`.
+    """Make sure the curve snapshots of the steps up to the resumed one are in `folder`.
 
-    With --resume-from, those kept beside that checkpoint are copied in; a
-    missing one is an error now, not after the rest of the training.
+    With --resume-from they are copied in from beside that checkpoint. A
+    missing one is refused now (before anything is written), not after the rest
+    of the training.
     """
     due = [s for s in spec["train"]["curve_steps"] if s <= step]
-    if not due:
-        return
+    source = folder
     if resume_from is not None:
         source = Path(resume_from) if Path(resume_from).is_dir() else Path(resume_from).parent
-        if source.resolve() != folder.resolve():
-            for s, path in resume.snapshots(source).items():
-                if s in due:
-                    target = folder / resume.CURVE / path.name
-                    with explained_os_errors(target), atomic_path(target) as tmp:
-                        shutil.copyfile(path, tmp)
-    missing = sorted(set(due) - set(resume.snapshots(folder)))
+    available = resume.snapshots(source)
+    missing = [s for s in due if s not in available]
     if missing:
-        where = resume_from if resume_from is not None else folder
+        fresh_start = f"delete {folder}" if resume_from is None else "leave out --resume-from"
         raise VitpeftError(
-            f"resume checkpoint {where} is at step {step}, but the curve snapshot of step {missing[0]} "
-            f"({resume.CURVE}/{resume.snapshot_name(missing[0])}) is not beside it; "
-            f"restore it, or delete {folder} to train from the start"
+            f"resume checkpoint {resume_from or folder} is at step {step}, but the curve snapshot of step "
+            f"{missing[0]} ({source / resume.CURVE / resume.snapshot_name(missing[0])}) is missing; "
+            f"restore it, or {fresh_start} to train from the start"
         )
+    if source.resolve() != folder.resolve():
+        for s in due:
+            target = folder / resume.CURVE / available[s].name
+            with explained_os_errors(target), atomic_path(target) as tmp:
+                shutil.copyfile(available[s], tmp)
 
 
 def curve_snapshots(spec: dict, folder: Path) -> list:
