@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,3 +213,80 @@ def test_best_val_resume_keeps_the_best_so_far_and_its_history(tmp_path, make_da
     for key in ("val_history", "selected_step", "best_val_acc"):
         assert resumed[key] == reference[key]
     assert resumed["resumed_from_step"] == 7
+
+
+# ---------------------------------------------------------------- --resume-from, wrong files, the fallback
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """A linear run with curve snapshots: its uninterrupted reference, and its resume folder after a stop at step 7."""
+    root = tmp_path_factory.mktemp("stopped")
+    rng = np.random.default_rng(0)
+    store.save(root / "data", rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 4, list("abcd"))
+    spec = make_spec(root / "data", method="linear", steps=12, checkpoint_every=3, curve_steps=[0, 5, 12])
+    (root / "spec.yaml").write_text(spec_lib.dump(spec))
+    train(spec, root / "reference", root / ".resume-reference", device="cpu")
+    cpu = torch.device("cpu")
+    run = Run(spec, load_data(spec, cpu), cpu)
+    with pytest.raises(resume.Preempted):
+        run.loop(StopAtStep(run, 7), resume.folder_for(root / ".resume", spec))
+    return root, spec, resume.folder_for(root / ".resume", spec)
+
+
+def copy_of(folder, to):
+    shutil.copytree(folder, to)
+    return to
+
+
+def resume_cli(root, out, resume_from) -> list:
+    """`vitpeft train --resume-from`, with the automatic resume folder beside the run (not the stopped one's)."""
+    return ["train", "--spec", str(root / "spec.yaml"), "--out", str(out), "--resume-dir", str(out.parent / ".resume"),
+            "--device", "cpu", "--resume-from", str(resume_from)]
+
+
+def test_resume_from_a_copied_checkpoint_continues_it_with_its_curve_snapshots(stopped, tmp_path):
+    root, spec, folder = stopped
+    saved = copy_of(folder, tmp_path / "saved")
+    assert sorted(resume.snapshots(saved)) == [0, 5]
+    assert cli.main(resume_cli(root, tmp_path / "run", saved / resume.LAST)) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["resumed_from_step"] == 7
+    assert_same_weights(tmp_path / "run", root / "reference")
+    for step in (0, 5, 12):
+        name = f"{resume.CURVE}/{resume.snapshot_name(step)}"
+        a, b = load_file(str(tmp_path / "run" / name)), load_file(str(root / "reference" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_from_without_the_earlier_curve_snapshots_is_refused_before_training(stopped, tmp_path, capsys):
+    root, spec, folder = stopped
+    saved = copy_of(folder, tmp_path / "saved")
+    (saved / resume.CURVE / resume.snapshot_name(5)).unlink()
+    assert cli.main(resume_cli(root, tmp_path / "run", saved)) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"resume checkpoint {saved} is at step 7, but the curve snapshot of step 5" in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".resume").exists()  # nothing copied either
+
+
+def test_a_file_that_is_no_resume_checkpoint_is_refused_by_name(stopped, tmp_path, capsys):
+    root, _, _ = stopped
+    weights = tmp_path / "weights.pt"
+    torch.save({"head.weight": torch.zeros(4, 32)}, weights)  # a state dict, not a resume checkpoint
+    assert cli.main(resume_cli(root, tmp_path / "run", weights)) == 2
+    assert f"resume checkpoint {weights} is not a vitpeft resume checkpoint" in capsys.readouterr().err
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(os.urandom(4096))
+    assert cli.main(resume_cli(root, tmp_path / "run", noise)) == 2
+    assert f"resume checkpoint {noise} is unreadable" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".resume").exists()
+
+
+def test_with_only_the_previous_checkpoint_left_the_rerun_resumes_from_it(stopped, tmp_path):
+    root, spec, folder = stopped
+    resume_root = tmp_path / ".resume"
+    kept = copy_of(folder, resume.folder_for(resume_root, spec))
+    (kept / resume.LAST).unlink()  # e.g. lost with a node's local disk, or deleted by hand
+    with pytest.warns(resume.ResumeWarning, match="last.pt missing; resuming from .*prev.pt"):
+        out = train(spec, tmp_path / "run", resume_root, device="cpu")
+    assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 6  # prev: the checkpoint at 6
+    assert_same_weights(out, root / "reference")

@@ -10,17 +10,18 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_MODEL
-from vitpeft import augment, resume, store
+from test_resume import StopAtStep
+from vitpeft import augment, methods, resume, store
 from vitpeft import model as model_lib
 from vitpeft import spec as spec_lib
 from vitpeft.errors import VitpeftError
 from vitpeft.train import RUN_FILES, Run, Selection, batch_indices, load_data, lr_at, train
 
 
-def make_spec(data, method="full", args=None, test=None, **train_overrides):
+def make_spec(data, method="full", args=None, test=None, val=None, **train_overrides):
     return spec_lib.resolve({
         "name": f"tiny_{method}", "method": method, "args": args or {}, "model": TINY_MODEL, "num_classes": 4,
-        "data": {"train": str(data), "test": test and str(test)},
+        "data": {"train": str(data), "test": test and str(test), "val": val and str(val)},
         "train": {"steps": 20, "batch_size": 16, "warmup_steps": 2, "lr": 0.05, "log_every": 5, **train_overrides},
     })
 
@@ -82,6 +83,26 @@ def run_in_process(spec, tmp_path):
     with resume.StopFlag() as stop:
         run.loop(stop, tmp_path / ".resume")
     return run
+
+
+def test_curve_snapshots_hold_the_trainable_weights_after_each_listed_step(tmp_path, colours):
+    spec = make_spec(colours, "lora", {"r": 2}, steps=12, curve_steps=[0, 7, 12])
+    out = train(spec, tmp_path / "run", tmp_path / ".resume", device="cpu")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, "curve"])
+    names = ["step_000000.safetensors", "step_000007.safetensors", "step_000012.safetensors"]
+    assert sorted(p.name for p in (out / "curve").iterdir()) == names
+    curve = {step: load_file(str(out / "curve" / name)) for step, name in zip((0, 7, 12), names)}
+    final = load_file(str(out / "trainable.safetensors"))
+    assert all(snapshot.keys() == final.keys() for snapshot in curve.values())
+
+    untouched = methods.trainable_state(model_lib.for_training(spec))  # step 0: fresh adapters and head
+    cpu = torch.device("cpu")
+    run = Run(spec, load_data(spec, cpu), cpu)
+    with pytest.raises(resume.Preempted):
+        run.loop(StopAtStep(run, 7), tmp_path / ".resume-stopped")  # seven optimiser steps, then stop
+    for step, expected in ((0, untouched), (7, run.trainable()), (12, final)):
+        assert all(torch.equal(curve[step][k], expected[k]) for k in final), f"step {step}"
+    assert not torch.equal(curve[7]["head.weight"], curve[12]["head.weight"])
 
 
 def test_frozen_weights_do_not_move_and_trainable_ones_do(tmp_path, colours):
@@ -148,6 +169,14 @@ def test_best_val_holds_out_a_seeded_slice_that_training_never_sees(make_dataset
     train_set, val_set = fingerprint(data.train_x), fingerprint(data.eval_x)
     assert len(val_set) == 10 and len(train_set) == 30 and not train_set & val_set
     assert fingerprint(load_data(spec, torch.device("cpu")).eval_x) == val_set  # same seed, same split
+
+
+def test_best_val_uses_the_official_validation_split_when_there_is_one(make_dataset):
+    train_dir, val_dir = make_dataset("train", n=40, num_classes=4), make_dataset("val", n=12, num_classes=4, seed=1)
+    spec = make_spec(train_dir, val=val_dir, selection="best_val", val_fraction=0.25, batch_size=8)
+    data = load_data(spec, torch.device("cpu"))
+    assert len(data.train_y) == 40  # nothing held out of train
+    assert torch.equal(data.eval_x, torch.from_numpy(store.load(val_dir).images))
 
 
 def test_best_test_selects_on_the_named_test_split(tmp_path, colours, make_dataset):

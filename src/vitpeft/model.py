@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vitpeft import methods
+from vitpeft import methods, resume
 from vitpeft.backbone import build_model, load_backbone
 from vitpeft.errors import VitpeftError
 
@@ -40,11 +40,15 @@ def for_training(spec: dict, device="cpu") -> nn.Module:
     return model.to(device)
 
 
-def trained(spec: dict, run_dir, device="cpu") -> nn.Module:
-    """for_training(spec) with the run's trained weights (run_dir/trainable.safetensors) loaded."""
+def trained(spec: dict, run_dir, device="cpu", step=None) -> nn.Module:
+    """for_training(spec) with the run's trained weights loaded.
+
+    Those kept at the end (run_dir/trainable.safetensors), or with `step` the
+    forgetting curve's snapshot after that many steps (run_dir/curve/step_XXXXXX.safetensors).
+    """
     from safetensors.torch import load_file
 
-    path = Path(run_dir) / TRAINABLE_FILE
+    path = Path(run_dir) / (TRAINABLE_FILE if step is None else f"{resume.CURVE}/{resume.snapshot_name(step)}")
     if not path.is_file():
         raise VitpeftError(f"no trained weights in run {run_dir}: {path} is missing")
     try:
