@@ -62,17 +62,22 @@ def test_bad_pretrain_settings_are_refused_by_name():
         pretrain.check({"epochs": 3})
 
 
-def test_pretrain_command_writes_the_checkpoint(source_dir, tiny_model_cfg, tmp_path):
-    kwargs = tiny_model_cfg["kwargs"]
-    config = tmp_path / "c.yaml"
+def write_config(folder, model_cfg, pretrain_section: str):
+    """A workflow config for the demo's pretraining on the tiny model."""
+    config = folder / "c.yaml"
     config.write_text(
         "name: t\n"
-        f"backbone: {{pretrain: true, model: {{name: {tiny_model_cfg['name']}, img_size: 32, kwargs: {kwargs}}}}}\n"
-        "target: {dataset: synthetic, num_classes: 3}\nsource: {dataset: synthetic}\n"
+        f"backbone: {{pretrain: true, model: {{name: {model_cfg['name']}, img_size: 32, kwargs: {model_cfg['kwargs']}}}}}\n"
+        "target: {datasets: [synthetic]}\nsource: {dataset: synthetic}\n"
         "synthetic: {source_classes: 4, target_classes: 3}\n"
-        "pretrain: {steps: 2, batch_size: 4, lr: 0.001}\n"
+        f"pretrain: {pretrain_section}\n"
         "experiments: [{name: lin, method: linear}]\n"
     )
+    return config
+
+
+def test_pretrain_command_writes_the_checkpoint(source_dir, tiny_model_cfg, tmp_path):
+    config = write_config(tmp_path, tiny_model_cfg, "{steps: 2, batch_size: 4, lr: 0.001}")
     out = tmp_path / "pre.safetensors"
     args = ["pretrain", "--config", str(config), "--data", str(source_dir), "--device", "cpu"]
     assert main([*args, "--out", str(out)]) == 0
@@ -81,3 +86,15 @@ def test_pretrain_command_writes_the_checkpoint(source_dir, tiny_model_cfg, tmp_
     assert np.isfinite(load_file(str(out))["norm.weight"].numpy()).all()
     assert main([*args, "--out", str(tmp_path / "pre.pth")]) == 2  # not safetensors
     assert not (tmp_path / "pre.pth").exists()
+
+
+def test_pretraining_that_diverges_stops_with_one_line_and_writes_nothing(source_dir, tiny_model_cfg, tmp_path, capsys):
+    # lr 1e30: the first update throws the weights to ~1e30, so the second step's logits overflow.
+    with pytest.raises(VitpeftError, match=r"pretraining diverged: the loss became (nan|inf) at step 2 of 3; lower"):
+        pretrain.pretrain({**FEW_STEPS, "lr": 1e30}, tiny_model_cfg, source_dir / "train", log=lambda line: None)
+
+    config = write_config(tmp_path, tiny_model_cfg, "{steps: 3, batch_size: 4, lr: 1.0e+30}")
+    out = tmp_path / "pre.safetensors"
+    assert main(["pretrain", "--config", str(config), "--data", str(source_dir), "--device", "cpu", "--out", str(out)]) == 2
+    assert "pretraining diverged" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]

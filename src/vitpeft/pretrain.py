@@ -74,8 +74,11 @@ def pretrain(cfg: dict, model_cfg: dict, data_dir, device="cpu", log=print) -> t
         pick = torch.randint(len(labels), (cfg["batch_size"],), generator=generator, device=device)
         x = augment.random_resized_crop_flip(images[pick], model_cfg["img_size"], scale=CROP_SCALE, generator=generator)
         loss = F.cross_entropy(model(augment.normalize(x, MEAN, STD)), labels[pick])
-        if not torch.isfinite(loss):
-            raise VitpeftError(f"pretraining diverged at step {step} (loss {loss.item()}); lower pretrain.lr")
+        if not torch.isfinite(loss):  # before the update and before anything is saved
+            raise VitpeftError(
+                f"pretraining diverged: the loss became {loss.item()} at step {step + 1} of {cfg['steps']}; "
+                f"lower pretrain.lr (now {cfg['lr']:g}); nothing was saved"
+            )
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, cfg["steps"], cfg["lr"])
         optimiser.zero_grad(set_to_none=True)
