@@ -11,8 +11,10 @@ def register(subparsers) -> None:
         "train",
         help="fine-tune one experiment",
         description=(
-            "Fine-tune one experiment spec and write RUN_DIR (trainable weights, spec, log, summary). "
-            "A killed run continues from its resume checkpoint when the same command is rerun; "
+            "Fine-tune one experiment spec and write RUN_DIR (trainable weights, spec, log, summary, and "
+            "curve/step_XXXXXX.safetensors for each of train.curve_steps). Before the first step it checks that "
+            "RUN_DIR and the resume folder are writable and that their disks hold what the run will write. "
+            "A killed run continues from its resume checkpoint when the same command is rerun, to the same bits; "
             f"SIGTERM/SIGUSR1 checkpoint and exit {resume.EXIT_PREEMPTED}."
         ),
     )
@@ -21,7 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("--resume-dir", default=".resume", metavar="DIR",
                         help="where resume checkpoints live, one folder per spec name and hash (default .resume)")
     parser.add_argument("--resume-from", default=None, metavar="PATH",
-                        help="continue from this checkpoint file or folder (refused if written for another spec)")
+                        help="continue from this checkpoint file or folder, and the curve/ snapshots beside it "
+                             "(refused if written for another spec)")
     devices.add_option(parser)
     parser.set_defaults(func=run)
 
