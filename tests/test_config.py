@@ -56,7 +56,7 @@ def test_wrong_type_names_the_key(tmp_path):
 
 def test_unknown_key_is_refused_at_any_depth():
     raw = paper_raw()
-    raw["backbone"]["model"]["depht"] = 12
+    raw["backbone"]["model"] = {"name": "vit_base_patch16_224", "depht": 12}
     message = error_of(raw)
     assert message.startswith("config: backbone.model.depht: unknown key")
     assert "img_size" in message
@@ -264,3 +264,23 @@ def test_demo_config_is_the_same_grid_offline():
     assert run.spec["data"]["train"] == f"{plan.synthetic.path}/target/train"
     assert plan.source.info["bank"] == f"{plan.synthetic.path}/source/train"
     assert cfg["resources"]["train"]["gpu"] == 0
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ({"datasets": ["mine"]}, "target.datasets[0]: unknown dataset 'mine' (built in: cifar10, cifar100"),
+        ({"datasets": ["cifar100"], "mirrors": {"mine": {"url": "http://x"}}}, "target.mirrors.mine: mirrors are for"),
+        ({"datasets": ["cifar10"], "imagefolders": {"cifar10": {"root": "/x", "num_classes": 2}}},
+         "target.imagefolders.cifar10: the name of a built-in dataset"),
+        ({"datasets": ["x"], "imagefolders": {"..": {"root": "/x", "num_classes": 2}}}, "target.imagefolders...: not"),
+        ({"datasets": ["x"], "imagefolders": {"x": {"root": "/x"}}}, "'num_classes' is a required property"),
+        ({"mirrors": {"cifar100": {"url": "ftp://x"}}}, "target.mirrors.cifar100.url: 'ftp://x' does not match"),
+    ],
+)
+def test_target_dataset_settings_are_checked_naming_the_key(target, message):
+    assert message in error_of(paper_raw(target=target))
+
+
+def test_the_safe_name_pattern_is_the_schemas():
+    assert schema.SAFE_NAME.pattern == schema.schema()["$defs"]["safe_name"]["pattern"].strip("^$")

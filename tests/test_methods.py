@@ -9,7 +9,8 @@ from vitpeft import methods, model as model_lib
 from vitpeft import spec as spec_lib
 from vitpeft.backbone import build_model
 from vitpeft.errors import VitpeftError
-from vitpeft.methods import block_expansion, configs
+from vitpeft import method_args as configs
+from vitpeft.methods import block_expansion
 from vitpeft.methods.qkv import SplitQKV, split_qkv
 
 VIT_B = {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}

@@ -171,3 +171,42 @@ def test_inside_refuses_any_name_that_is_not_one_folder(name):
 def test_inside_joins_safe_names():
     assert paths.inside("results", "paper", "runs", "lora_r8.v2") == "results/paper/runs/lora_r8.v2"
     assert paths.inside("/abs/data", "imagenet") == "/abs/data/imagenet"
+
+
+def test_adding_a_target_dataset_adds_only_its_runs_and_the_report():
+    raw = raw_paper()
+    more = copy.deepcopy(raw)
+    more["target"]["datasets"] = ["cifar100", "flowers102"]
+    before, after = plan_of(raw), plan_of(more)
+    added = {name for name in keys(after) if name not in keys(before)}
+    assert {name for name in changed(before, after) if name not in added} == {"report"}
+    assert added == {f"{column}/flowers102/{exp['name']}/seed0" for exp in raw["experiments"]
+                     for column in ("train", "target", "source") if not (column == "source" and exp["method"] == "linear")
+                     } | {"pretrained_target/flowers102"}
+    flowers = after.find("flowers102", "full", 0).spec
+    assert flowers["num_classes"] == 102 and flowers["data"]["val"].endswith("/val")  # its official val split
+    assert after.find("cifar100", "full", 0).spec["data"]["val"] is None
+
+
+def test_an_imagefolder_dataset_is_keyed_by_its_root_and_class_count(tmp_path):
+    (tmp_path / "mine" / "val").mkdir(parents=True)
+    raw = raw_paper()
+    raw["target"]["datasets"] = ["mine"]
+    raw["target"]["imagefolders"] = {"mine": {"root": str(tmp_path / "mine"), "num_classes": 7}}
+    plan = plan_of(raw)
+    assert plan.find("mine", "full", 0).spec["num_classes"] == 7
+    assert plan.find("mine", "full", 0).spec["data"]["val"] is None  # no test/: val/ is the scored split
+    (tmp_path / "mine" / "test").mkdir()
+    assert plan_of(raw).find("mine", "full", 0).spec["data"]["val"].endswith("/val")
+    moved = copy.deepcopy(raw)
+    moved["target"]["imagefolders"]["mine"]["root"] = str(tmp_path / "other")
+    assert plan_of(moved).targets["mine"].key != plan.targets["mine"].key
+
+
+def test_a_mirror_url_is_a_place_but_its_md5s_are_content():
+    raw = raw_paper()
+    mirrored = copy.deepcopy(raw)
+    mirrored["target"]["mirrors"] = {"cifar100": {"url": "http://mirror.example/cifar"}}
+    assert changed(plan_of(raw), plan_of(mirrored)) == set()
+    mirrored["target"]["mirrors"]["cifar100"]["md5"] = {"cifar-100-python.tar.gz": "0" * 32}
+    assert "train/cifar100/full/seed0" in changed(plan_of(raw), plan_of(mirrored))

@@ -127,25 +127,36 @@ def _check_curve(cfg: dict, where: str) -> None:
 
 
 def _check_datasets(cfg: dict, where: str) -> None:
-    from vitpeft.plan import dataset_facts
+    """Every target dataset is built in, the demo's, or defined under imagefolders; mirrors are for built-ins."""
+    from vitpeft import targets
 
-    for i, name in enumerate(cfg["target"]["datasets"]):
-        if name == "synthetic":
-            continue
-        try:
-            dataset_facts(name)
-        except VitpeftError as error:
-            raise VitpeftError(f"{where}: target.datasets[{i}]: {str(error).split(': ', 1)[1]}") from None
+    target = cfg["target"]
+    built_in = [name for name in targets.REGISTRY if name != "imagefolder"]
+    for section, allowed in (("imagefolders", None), ("mirrors", built_in)):
+        for name in target[section]:
+            if schema.SAFE_NAME.fullmatch(name) is None:
+                raise VitpeftError(f"{where}: target.{section}.{name}: not a safe name (letters, digits, _ - .)")
+            if allowed is not None and name not in allowed:
+                raise VitpeftError(f"{where}: target.{section}.{name}: mirrors are for built-in datasets "
+                                   f"({', '.join(allowed)})")
+            if section == "imagefolders" and name in built_in + ["synthetic"]:
+                raise VitpeftError(f"{where}: target.imagefolders.{name}: the name of a built-in dataset; rename it")
+    for i, name in enumerate(target["datasets"]):
+        if name not in (*built_in, "synthetic", *target["imagefolders"]):
+            raise VitpeftError(
+                f"{where}: target.datasets[{i}]: unknown dataset {name!r} (built in: {', '.join(built_in)}, "
+                "synthetic; or define it under target.imagefolders)"
+            )
 
 
 def _check_methods(cfg: dict, where: str) -> None:
-    """Every experiment's method arguments against the model's depth (torch-free: methods.configs)."""
-    from vitpeft.methods import configs
+    """Every experiment's method arguments against the model's depth (torch-free: vitpeft.method_args)."""
+    from vitpeft import method_args
 
     depth = model_depth(cfg["backbone"]["model"], where)
     for i, exp in enumerate(cfg["experiments"]):
         try:
-            configs.check(exp["method"], exp["args"], depth)
+            method_args.check(exp["method"], exp["args"], depth)
         except VitpeftError as error:
             raise VitpeftError(f"{where}: experiments[{i}].args: {error}") from None
 
@@ -153,7 +164,7 @@ def _check_methods(cfg: dict, where: str) -> None:
 def model_depth(model_cfg: dict, where: str) -> int:
     """Blocks of the configured model: from kwargs or the presets' table; else timm builds it on the meta device."""
     from vitpeft import backbones
-    from vitpeft.methods.configs import is_int
+    from vitpeft.method_args import is_int
 
     if is_int(model_cfg["kwargs"].get("depth")):
         return model_cfg["kwargs"]["depth"]

@@ -16,7 +16,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from vitpeft import spec as spec_lib
 from vitpeft.config import PRETRAINED, merged_train
@@ -131,9 +131,11 @@ class Plan:
             return Node(self.synthetic.key, f"{self.synthetic.path}/target", (self.synthetic,),
                         {"kind": "synthetic", "num_classes": self.cfg["synthetic"]["target_classes"], "val": False,
                          "output": self.synthetic.path})
-        facts = dataset_facts(name)
-        key = key_of("target", name, facts["version"])
-        info = {**facts, "kind": name, "downloads": inside(self.data, "downloads", name)}
+        info = target_facts(self.cfg["target"], name)
+        if info["kind"] != "imagefolder":
+            info["downloads"] = inside(self.data, "downloads", name)
+        settings = {key: info[key] for key in ("kind", "num_classes", "size", "md5", "root")}
+        key = key_of("target", name, settings)  # a mirror's URL is a place: not in the key
         return Node(key, inside(self.data, "targets", name, key), (), info)
 
     def _source(self) -> Node | None:
@@ -144,10 +146,21 @@ class Plan:
             path = f"{self.synthetic.path}/source"
             return Node(self.synthetic.key, path, (self.synthetic,),
                         {"bank": f"{path}/train", "queries": f"{path}/test", "output": self.synthetic.path})
-        settings = {key: source[key] for key in ("bank_per_class", "query_per_class", "resize", "crop")}
+        settings = {key: source[key] for key in ("bank_per_class", "query_per_class", "resize", "crop", "shards",
+                                                 "query_shards")}
         key = key_of("imagenet", settings)  # imagenet_dir left out: the same images elsewhere are the same bank
         path = inside(self.cache, "imagenet", key)
-        return Node(key, path, (), {"bank": f"{path}/bank", "queries": f"{path}/queries"})
+        # Shard jobs write bank/ and queries/ shard folders; the index job's meta.json marks the whole as done.
+        shards = {"bank": source["shards"], "queries": source["query_shards"]}
+        return Node(key, path, (), {"bank": f"{path}/bank", "queries": f"{path}/queries",
+                                    "output": f"{path}/bank/meta.json", "shards": shards})
+
+    def imagenet_shards(self) -> list:
+        """The folder each ImageNet shard job writes (vitpeft.imagenet's layout)."""
+        if self.source is None or "shards" not in self.source.info:
+            return []
+        return [f"{self.source.path}/{part}/shard-{index:05d}-of-{count:05d}"
+                for part, count in self.source.info["shards"].items() for index in range(count)]
 
     def _features(self) -> Node | None:
         """The untouched backbone's source features, extracted once for every row that uses them."""
@@ -279,6 +292,7 @@ def _report_settings(cfg: dict) -> dict:
     places = ("data_dir", "cache_dir", "resume_dir", "resources")
     settings = {key: value for key, value in cfg.items() if key not in places}
     settings["source"] = {key: value for key, value in cfg["source"].items() if key != "imagenet_dir"}
+    settings["target"] = {key: value for key, value in cfg["target"].items() if key != "mirrors"}  # servers: places
     return settings
 
 
@@ -296,12 +310,25 @@ def _without_paths(spec: dict) -> dict:
     return spec
 
 
-# Target datasets the study can train on (vitpeft.targets has the full registry).
-_KNOWN = {"cifar100": {"num_classes": 100, "val": False, "version": 1}}
+def target_facts(target_cfg: dict, name: str) -> dict:
+    """What the plan needs of a target dataset, without importing torch: kind, classes, splits, stored size."""
+    from vitpeft import targets
 
-
-def dataset_facts(name: str) -> dict:
-    """Classes and splits of a built-in target dataset, without importing torch."""
-    if name not in _KNOWN:
-        raise VitpeftError(f"target.datasets: unknown dataset {name!r} (known: synthetic, {', '.join(_KNOWN)})")
-    return dict(_KNOWN[name])
+    folder = target_cfg["imagefolders"].get(name)
+    if folder is not None:
+        root = Path(folder["root"])
+        val = (root / "val").is_dir() and (root / "test").is_dir()  # with no test/, val/ is the scored split
+        return {"kind": "imagefolder", "num_classes": folder["num_classes"], "val": val, "size": target_cfg["size"],
+                "native": False, "md5": {}, "root": folder["root"], "mirror": None}
+    registered = targets.get(name)
+    mirror = target_cfg["mirrors"].get(name)
+    return {
+        "kind": name,
+        "num_classes": registered.classes,
+        "val": "val" in registered.splits,
+        "size": registered.native or target_cfg["size"],
+        "native": registered.native is not None,
+        "md5": dict(mirror["md5"]) if mirror else {},
+        "root": None,
+        "mirror": mirror["url"] if mirror else None,
+    }

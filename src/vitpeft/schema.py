@@ -6,6 +6,7 @@ type, its range and its default are written once, in the YAML file.
 
 import copy
 import functools
+import re
 from importlib import resources
 
 import jsonschema
@@ -25,6 +26,9 @@ def read_yaml(text: str):
 @functools.cache
 def _schema() -> dict:
     return yaml.safe_load(resources.files("vitpeft").joinpath("config.schema.yaml").read_text())
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # $defs/safe_name's pattern (a test keeps them equal)
 
 
 def schema() -> dict:

@@ -122,6 +122,43 @@ def pretrained_target_key(wildcards):
     return node.key
 
 
+def target_node(wildcards):
+    node = PLAN.targets.get(wildcards.dataset)
+    if node is None:
+        raise WorkflowError(f"{wildcards.dataset} is not a target dataset of this study")
+    return node
+
+
+def _md5_args(info):
+    return "".join(f" --md5 {name}={digest}" for name, digest in sorted(info["md5"].items()))
+
+
+def download_target_args(wildcards):
+    info = target_node(wildcards).info
+    return f"--dataset {info['kind']}" + (f" --mirror {info['mirror']}" if info["mirror"] else "") + _md5_args(info)
+
+
+def prepare_target_inputs(wildcards):
+    info = target_node(wildcards).info
+    return {"root": ancient(info["downloads"])} if info.get("downloads") else {}
+
+
+def prepare_target_args(wildcards):
+    info = target_node(wildcards).info
+    root = info.get("downloads") or info["root"]
+    sized = "" if info["native"] else f" --size {info['size']}"
+    return f"--dataset {info['kind']} --root {root}{sized}" + _md5_args(info)
+
+
+def imagenet_split(wildcards):
+    return {"bank": "train", "queries": "val"}[wildcards.part]
+
+
+def imagenet_per_class(wildcards):
+    limit = CFG["source"]["bank_per_class" if wildcards.part == "bank" else "query_per_class"]
+    return f"--per-class {limit}" if limit else ""
+
+
 # ---------------------------------------------------------------- the report's inputs
 
 

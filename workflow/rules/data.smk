@@ -21,25 +21,31 @@ if PLAN.synthetic is not None:
 
 
 rule download_target:
-    # torchvision's own download and integrity checks; runs where Snakemake runs (compute
-    # nodes often have no internet). Offline: put the files in this folder yourself.
+    # torchvision's own download and md5 checks, staged so that a killed download never
+    # counts; runs where Snakemake runs (compute nodes often have no internet). Offline:
+    # put the files in this folder yourself (`vitpeft list-targets` says which).
     output:
         root=directory(f"{PLAN.data}/downloads/{{dataset}}"),
     log:
         f"{LOGS}/download_target/{{dataset}}.log",
+    params:
+        args=download_target_args,
     conda:
         ENV
     shell:
-        "vitpeft download-target --dataset {wildcards.dataset} --root {output.root} > {log} 2>&1"
+        "vitpeft download-target {params.args} --root {output.root} > {log} 2>&1"
 
 
 rule prepare_target:
+    # Every official split decoded once into the uint8 store (CIFAR and STL-10 at native size).
     input:
-        root=ancient(f"{PLAN.data}/downloads/{{dataset}}"),
+        unpack(prepare_target_inputs),
     output:
         data=directory(f"{PLAN.data}/targets/{{dataset}}/{{key}}"),
     log:
         f"{LOGS}/prepare_target/{{dataset}}-{{key}}.log",
+    params:
+        args=prepare_target_args,
     threads: resource("prepare", "cpus")
     resources:
         cpus_per_task=resource("prepare", "cpus"),
@@ -48,34 +54,63 @@ rule prepare_target:
     conda:
         ENV
     shell:
-        "vitpeft prepare-target --dataset {wildcards.dataset} --root {input.root} --out {output.data}"
-        " --workers {threads} > {log} 2>&1"
+        "vitpeft prepare-target {params.args} --out {output.data} --workers {threads} > {log} 2>&1"
 
 
-if PLAN.source is not None and CFG["source"]["dataset"] == "imagenet":
+localrules:
+    download_target,
 
-    rule prepare_imagenet:
-        # The ImageNet folder itself is no input: read-only, huge, and at another path on
-        # another machine; the key holds the settings that matter.
+
+if PLAN.imagenet_shards():
+    IMAGENET = PLAN.source.path
+    SHARDS = PLAN.source.info["shards"]
+
+    rule prepare_imagenet_shard:
+        # One of many independent single-CPU jobs; each decodes a contiguous range of the sorted
+        # listing it computes itself. The ImageNet folder is no input: read-only, huge, and at
+        # another path on another machine; the key holds the settings that matter.
         output:
-            data=directory(PLAN.source.path),
+            shard=directory(f"{IMAGENET}/{{part}}/shard-{{index}}-of-{{total}}"),
         log:
-            f"{LOGS}/prepare_imagenet-{PLAN.source.key}.log",
+            f"{LOGS}/prepare_imagenet/{PLAN.source.key}/{{part}}-{{index}}-of-{{total}}.log",
+        wildcard_constraints:
+            part="bank|queries",
+            index=r"\d{5}",
+            total=r"\d{5}",
         params:
             root=CFG["source"]["imagenet_dir"] or "''",
-            bank=f"--bank-per-class {CFG['source']['bank_per_class']}" if CFG["source"]["bank_per_class"] else "",
-            queries=f"--query-per-class {CFG['source']['query_per_class']}" if CFG["source"]["query_per_class"] else "",
+            split=imagenet_split,
+            per_class=imagenet_per_class,
             size=f"--resize {CFG['source']['resize']} --crop {CFG['source']['crop']}",
-        threads: resource("prepare", "cpus")
+        threads: resource("shard", "cpus")
         resources:
-            cpus_per_task=resource("prepare", "cpus"),
-            mem_mb=resource("prepare", "mem_mb"),
-            runtime=resource("prepare", "runtime"),
+            cpus_per_task=resource("shard", "cpus"),
+            mem_mb=resource("shard", "mem_mb"),
+            runtime=resource("shard", "runtime"),
         conda:
             ENV
         shell:
-            "vitpeft prepare-imagenet --root {params.root} --out {output.data} --workers {threads}"
-            " {params.bank} {params.queries} {params.size} > {log} 2>&1"
+            "vitpeft prepare-imagenet-shard --root {params.root} --split {params.split} --shard {wildcards.index}"
+            " --shards {wildcards.total} --out {IMAGENET} {params.per_class} {params.size} --workers {threads}"
+            " > {log} 2>&1"
+
+    rule index_imagenet:
+        # Checks every shard came from one listing and covers its range, then writes the index the k-NN reads.
+        input:
+            shards=[ancient(path) for path in PLAN.imagenet_shards()],
+        output:
+            bank=f"{IMAGENET}/bank/meta.json",
+            queries=f"{IMAGENET}/queries/meta.json",
+        log:
+            f"{LOGS}/index_imagenet-{PLAN.source.key}.log",
+        conda:
+            ENV
+        shell:
+            "vitpeft index-imagenet --out {IMAGENET} --shards {SHARDS[bank]} --query-shards {SHARDS[queries]}"
+            " > {log} 2>&1"
+
+    localrules:
+        index_imagenet,
 
 
 if PLAN.curve_data is not None:

@@ -145,6 +145,11 @@ def _register_prepare_imagenet_shard(subparsers) -> None:
 
 
 def _prepare_imagenet_shard(args) -> int:
+    if not args.root:  # the workflow passes '' when source.imagenet_dir is not set
+        raise VitpeftError(
+            "no ImageNet folder: set source.imagenet_dir in the config to your ILSVRC2012 copy (train/ and val/ "
+            "class folders; it cannot be downloaded without an account), or source.enabled: false"
+        )
     meta = imagenet.prepare_shard(
         args.root, args.split, args.shard, args.shards, args.out, args.per_class, args.resize, args.crop, args.workers
     )

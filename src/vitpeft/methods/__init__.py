@@ -13,7 +13,7 @@ from torch import nn
 
 from vitpeft.errors import VitpeftError
 from vitpeft.methods import block_expansion, full, generic_peft, linear, lora, lora_qkv, topk
-from vitpeft.methods import configs
+from vitpeft import method_args
 
 REGISTRY = {
     "full": full,
@@ -35,7 +35,7 @@ def module_for(method: str):
 
 def check(method: str, args: dict, depth: int):
     """Validate a method's arguments for a model with `depth` blocks (peft's own fields too); return its config."""
-    cfg = configs.check(method, args, depth)
+    cfg = method_args.check(method, args, depth)
     if method == "peft":
         generic_peft.peft_config(cfg)
     return cfg

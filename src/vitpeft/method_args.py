@@ -1,4 +1,4 @@
-"""Every method's arguments, checked without torch: the workflow validates them while planning.
+"""Every fine-tuning method's arguments, checked without torch: the workflow validates them while planning.
 
 Each method's `Config` dataclass checks its own values; `check_depth(depth)`
 checks them against the model. The method modules (vitpeft.methods.<name>)
