@@ -210,3 +210,13 @@ def test_a_mirror_url_is_a_place_but_its_md5s_are_content():
     assert changed(plan_of(raw), plan_of(mirrored)) == set()
     mirrored["target"]["mirrors"]["cifar100"]["md5"] = {"cifar-100-python.tar.gz": "0" * 32}
     assert "train/cifar100/full/seed0" in changed(plan_of(raw), plan_of(mirrored))
+
+
+def test_the_source_normalisation_and_precision_rekey_the_feature_cache_but_not_the_target_knn():
+    raw = raw_paper()
+    for change in ({"mean": [0.5, 0.5, 0.5]}, {"precision": "fp16"}):
+        edited = copy.deepcopy(raw)
+        edited["source"].update(change)
+        names = changed(plan_of(raw), plan_of(edited))
+        assert {"features", "pretrained_source"} <= names and "pretrained_target/cifar100" not in names
+        assert not any(name.startswith(("train/", "target/")) for name in names)

@@ -77,7 +77,7 @@ class Plan:
         self.results = inside("results", self.name)
         self.data = str(PurePosixPath(cfg["data_dir"]))
         self.cache = str(PurePosixPath(cfg["cache_dir"]))
-        self.knn = {key: cfg["source"][key] for key in ("k", "temperature", "mean", "std")}
+        self.knn = {key: cfg["source"][key] for key in ("k", "temperature", "mean", "std", "precision")}
         self.synthetic = self._synthetic()
         self.backbone = self._backbone()
         self.targets = {name: self._target(name) for name in cfg["target"]["datasets"]}
@@ -167,7 +167,8 @@ class Plan:
         if self.source is None:
             return None
         model = self.cfg["backbone"]["model"]
-        key = key_of("features", self.backbone.key, self.source.key, model, self.knn["mean"], self.knn["std"])
+        key = key_of("features", self.backbone.key, self.source.key, model, self.knn["mean"], self.knn["std"],
+                     self.knn["precision"])
         return Node(key, inside(self.cache, "features", key), (self.backbone, self.source))
 
     def _curve_data(self) -> Node | None:
@@ -189,7 +190,8 @@ class Plan:
 
     def _pretrained_target(self, dataset: str) -> Node:
         target = self.targets[dataset]
-        key = key_of("eval_target", PRETRAINED, self.backbone.key, target.key, self.knn)
+        vote = {key: self.knn[key] for key in ("k", "temperature")}  # target normalisation: the spec's, not the source's
+        key = key_of("eval_target", PRETRAINED, self.backbone.key, target.key, vote)
         folder = inside(self.results, "metrics", dataset, PRETRAINED)
         return Node(key, f"{folder}/target-{key}.json", (self.backbone, target))
 

@@ -111,3 +111,68 @@ def _resolve(ref: str) -> dict:
     for part in ref.removeprefix("#/").split("/"):
         node = node[part]
     return node
+
+
+# ---------------------------------------------------------------- documentation
+
+
+def key_rows(node: dict | None = None, path: str = "") -> list:
+    """(key, type, default, meaning) for every key of the config, depth first, from the schema itself."""
+    node = _schema() if node is None else node
+    rows = []
+    for key, rule in node.get("properties", {}).items():
+        name = f"{path}.{key}" if path else key
+        body = _followed(rule)
+        rows.append((name, _type_text(body), _default_text(rule, body), " ".join(rule["description"].split())))
+        if "properties" in body:
+            rows += key_rows(body, name)
+        elif isinstance(body.get("additionalProperties"), dict):  # a mapping of names to sections
+            rows += key_rows(_followed(body["additionalProperties"]), f"{name}.<name>")
+    return rows
+
+
+def _followed(rule: dict) -> dict:
+    """A rule with its `$ref` chain resolved (own keys win), so composed sections read as one."""
+    while "$ref" in rule:
+        target = _resolve(rule["$ref"])
+        merged = {**target, **{key: value for key, value in rule.items() if key != "$ref"}}
+        if "properties" in rule and "properties" in target:
+            merged["properties"] = {**target["properties"], **rule["properties"]}
+        rule = merged
+    return rule
+
+
+def _type_text(rule: dict) -> str:
+    if "enum" in rule:
+        return " \\| ".join(str(value) for value in rule["enum"])
+    kinds = rule.get("type", "")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "properties" in rule and kinds == ["object"]:
+        return "section"
+    if rule.get("minItems") == rule.get("maxItems") == 3 and kinds == ["array"]:
+        return "3 numbers"
+    return " or ".join(kinds)
+
+
+def _default_text(rule: dict, body: dict) -> str:
+    if "default" not in rule or "properties" in body:
+        return ""
+    return f"`{json_text(rule['default'])}`"
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def key_table() -> str:
+    """The Markdown table of every key (config/README.md holds it; a test keeps the two equal)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{key}` | {kind} | {default} | {meaning} |" for key, kind, default, meaning in key_rows()]
+    experiment = _schema()["$defs"]["experiment"]
+    lines += ["", "| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, kind, default, meaning in key_rows(experiment, "experiments[]"):
+        required = "required" if key.split(".")[-1] in experiment.get("required", []) else default
+        lines.append(f"| `{key}` | {kind} | {required} | {meaning} |")
+    return "\n".join(lines) + "\n"

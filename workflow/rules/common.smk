@@ -58,7 +58,9 @@ def resource(group, key):
 
 
 KNN_ARGS = f"--k {words(CFG['source']['k'])} --temperature {CFG['source']['temperature']}"
-NORM_ARGS = f"--mean {words(CFG['source']['mean'])} --std {words(CFG['source']['std'])}"
+NORM_ARGS = (
+    f"--mean {words(CFG['source']['mean'])} --std {words(CFG['source']['std'])} --precision {CFG['source']['precision']}"
+)
 
 
 # ---------------------------------------------------------------- runs, found from wildcards
