@@ -87,11 +87,14 @@ def check_disk(spec: dict, out_dir, folder: Path) -> None:
     preflight.writable(folder, "resume checkpoints (--resume-dir)")
     run_bytes, resume_bytes = disk_estimate(spec, methods.count_trainable(spec))
     already = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
-    margin = lambda n: n + n // 100 + DISK_MARGIN  # noqa: E731
     preflight.room_for([
-        (out_dir, margin(run_bytes), "the run folder"),
-        (folder, margin(max(0, resume_bytes - already)), "resume checkpoints"),
+        (out_dir, with_margin(run_bytes), "the run folder"),
+        (folder, with_margin(max(0, resume_bytes - already)), "resume checkpoints"),
     ])
+
+
+def with_margin(n_bytes: int) -> int:
+    return n_bytes + n_bytes // 100 + DISK_MARGIN
 
 
 def disk_estimate(spec: dict, n_trainable: int) -> tuple[int, int]:
@@ -142,7 +145,10 @@ def curve_snapshots(spec: dict, folder: Path) -> list:
     found = resume.snapshots(folder)
     missing = [s for s in spec["train"]["curve_steps"] if s not in found]
     if missing:  # only if something deleted them during the run
-        raise VitpeftError(f"curve snapshot of step {missing[0]} vanished from {folder / resume.CURVE}; rerun")
+        raise VitpeftError(
+            f"curve snapshot of step {missing[0]} vanished from {folder / resume.CURVE} during the run; "
+            f"delete {folder} and rerun to train from the start"
+        )
     return [found[s] for s in spec["train"]["curve_steps"]]
 
 
