@@ -47,7 +47,8 @@ def main() -> None:
         store.save(root / "data", rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 4,
                    list("abcd"))
         for name, (method, depth, overrides, _) in SETTINGS.items():
-            fp32_spec, spec = make_spec(root / "data", method, depth), make_spec(root / "data", method, depth, **overrides)
+            fp32_spec = make_spec(root / "data", method, depth)
+            spec = make_spec(root / "data", method, depth, **overrides)
             start = flat(methods.trainable_state(model_lib.for_training(fp32_spec)))
             fp32, fp32_wall, fp32_cpu = timed_run(fp32_spec, root, f"{name}-fp32")
             weights, wall, cpu = timed_run(spec, root, name)

@@ -6,9 +6,9 @@ run of the same setting.
 
 Distance: ||w - w_fp32|| / ||w_fp32 - w_start|| over all trainable tensors,
 i.e. the error as a share of what fp32 training moved. Measured on this
-setup by benchmarks/precision_cpu.py (2 shared CPU cores, torch 2.14.1): bf16
-0.0175, fp16 0.0020, compile 1.1e-06; the tolerances (0.05, 0.006, 1e-05) leave 3x to 9x room for
-other CPUs' kernels.
+setup by benchmarks/precision_cpu.py (2 shared CPU cores, torch 2.14.1):
+bf16 0.0175, fp16 0.0020, compile 1.1e-06; the tolerances (0.05, 0.006,
+1e-05) leave 3x to 9x room for other CPUs' kernels.
 """
 
 import json

@@ -20,7 +20,7 @@ from conftest import TINY_MODEL
 from vitpeft import cli, methods, preflight, resume, store
 from vitpeft import spec as spec_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.train import disk_estimate, train
+from vitpeft.train import disk_estimate
 
 
 @pytest.fixture
@@ -32,7 +32,8 @@ def tmpfs(tmp_path):
         point = tmp_path / f"mount{len(points)}"
         point.mkdir()
         options = f"size={kib}k" + (",ro" if read_only else "")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True, text=True)
+        command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)]
+        done = subprocess.run(command, capture_output=True, text=True)
         assert done.returncode == 0, f"these tests mount a tmpfs and need root: {done.stderr.strip()}"
         points.append(point)
         return point
@@ -49,7 +50,8 @@ def spec_file(tmp_path):
     store.save(tmp_path / "data", rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), np.arange(32) % 4,
                list("abcd"))
     spec = spec_lib.resolve({
-        "name": "disk", "method": "full", "model": TINY_MODEL, "num_classes": 4, "data": {"train": str(tmp_path / "data")},
+        "name": "disk", "method": "full", "model": TINY_MODEL, "num_classes": 4,
+        "data": {"train": str(tmp_path / "data")},
         "train": {"steps": 60, "batch_size": 8, "warmup_steps": 2, "lr": 0.01, "log_every": 10, "checkpoint_every": 10},
     })
     (tmp_path / "spec.yaml").write_text(spec_lib.dump(spec))

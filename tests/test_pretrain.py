@@ -67,7 +67,8 @@ def write_config(folder, model_cfg, pretrain_section: str):
     config = folder / "c.yaml"
     config.write_text(
         "name: t\n"
-        f"backbone: {{pretrain: true, model: {{name: {model_cfg['name']}, img_size: 32, kwargs: {model_cfg['kwargs']}}}}}\n"
+        f"backbone: {{pretrain: true, model: {{name: {model_cfg['name']}, img_size: 32, "
+        f"kwargs: {model_cfg['kwargs']}}}}}\n"
         "target: {datasets: [synthetic]}\nsource: {dataset: synthetic}\n"
         "synthetic: {source_classes: 4, target_classes: 3}\n"
         f"pretrain: {pretrain_section}\n"
@@ -95,6 +96,7 @@ def test_pretraining_that_diverges_stops_with_one_line_and_writes_nothing(source
 
     config = write_config(tmp_path, tiny_model_cfg, "{steps: 3, batch_size: 4, lr: 1.0e+30}")
     out = tmp_path / "pre.safetensors"
-    assert main(["pretrain", "--config", str(config), "--data", str(source_dir), "--device", "cpu", "--out", str(out)]) == 2
+    args = ["pretrain", "--config", str(config), "--data", str(source_dir), "--device", "cpu", "--out", str(out)]
+    assert main(args) == 2
     assert "pretraining diverged" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]

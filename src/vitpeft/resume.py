@@ -146,10 +146,13 @@ def _newest(folder: Path) -> dict | None:
             errors.append(str(error))
             continue
         if errors or candidate.name != LAST:
-            warnings.warn(f"{'; '.join(errors) or f'{folder / LAST} missing'}; resuming from {candidate}", ResumeWarning)
+            why = "; ".join(errors) or f"{folder / LAST} missing"
+            warnings.warn(f"{why}; resuming from {candidate}", ResumeWarning)
         return state
     if errors:
-        raise VitpeftError(f"no readable resume checkpoint in {folder} ({'; '.join(errors)}); delete the folder to start over")
+        raise VitpeftError(
+            f"no readable resume checkpoint in {folder} ({'; '.join(errors)}); delete the folder to start over"
+        )
     return None
 
 

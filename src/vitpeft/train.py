@@ -522,7 +522,8 @@ def selection_split(spec: dict) -> str | None:
     if mode == "best_test":
         return f"test split {data['test']}"
     if mode == "best_val":
-        return f"validation split {data['val']}" if data["val"] else f"held-out {spec['train']['val_fraction']} of train"
+        held_out = f"held-out {spec['train']['val_fraction']} of train"
+        return f"validation split {data['val']}" if data["val"] else held_out
     return None
 
 
