@@ -48,6 +48,12 @@ def test_every_spec_default_is_the_schemas():
         ({**MINIMAL, "train": {"steps": 20, "curve_steps": [0, 30]}}, r"train.curve_steps: \[0, 30\] must lie within 0..20"),
         ({**MINIMAL, "train": {"curve_steps": [10, 5]}}, r"train.curve_steps: \[10, 5\] must be strictly increasing"),
         ({**MINIMAL, "train": {"seed": -1}}, "train.seed"),
+        ({**MINIMAL, "train": {"augment": {"rand_augment": {"n": -1}}}}, "train.augment.rand_augment.n: -1 is less"),
+        ({**MINIMAL, "train": {"augment": {"rand_augment": {"m": 31}}}}, "train.augment.rand_augment.m: 31 is greater"),
+        ({**MINIMAL, "train": {"augment": {"erasing": 1.5}}}, "train.augment.erasing: 1.5 is greater"),
+        ({**MINIMAL, "train": {"augment": {"erasing": "0.2"}}}, "train.augment.erasing: '0.2' is not of type"),
+        ({**MINIMAL, "train": {"augment": {"rand_augment": {"n": 2}, "trivial_augment": True}}},
+         "train.augment: trivial_augment and rand_augment.n > 0 both set"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_key(raw, named):

@@ -233,3 +233,20 @@ def test_bf16_training_on_cuda(tmp_path, colours):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["precision"] == "bfloat16" and summary["device"].startswith("cuda")
     assert float(read_log(out)[-1]["loss"]) < 0.1 * math.log(4)
+
+
+def test_augmentation_policy_reaches_training_and_keeps_it_a_function_of_the_spec(tmp_path, colours):
+    """train.augment changes what the model sees (other weights), yet two runs of one spec stay bit-identical."""
+    from safetensors.torch import load_file
+
+    def weights(name, **augment):
+        spec = make_spec(colours, "linear", steps=6, augment=augment)
+        return load_file(str(train(spec, tmp_path / name, tmp_path / ".resume", device="cpu") / "trainable.safetensors"))
+
+    plain = weights("plain")
+    policy = {"rand_augment": {"n": 2, "m": 9}, "erasing": 0.5}
+    augmented, again = weights("a", **policy), weights("b", **policy)
+    assert all(torch.equal(augmented[key], again[key]) for key in augmented)
+    assert not all(torch.equal(augmented[key], plain[key]) for key in plain)
+    trivial = weights("t", trivial_augment=True)
+    assert not all(torch.equal(trivial[key], plain[key]) for key in plain)

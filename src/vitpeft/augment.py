@@ -147,29 +147,6 @@ NUM_BINS = 31  # torchvision's default num_magnitude_bins for both
 ERASE_SCALE, ERASE_RATIO, ERASE_TRIES = (0.02, 0.33), (0.3, 3.3), 10  # torchvision's RandomErasing defaults
 
 
-def check_policy(policy: dict) -> None:
-    """Refuse a policy apply_policy cannot run as the public code would (call once, before training)."""
-    rand, erasing = policy["rand_augment"], policy["erasing"]
-    if not (_is_int(rand["n"]) and rand["n"] >= 0):
-        raise VitpeftError(f"train.augment.rand_augment.n is {rand['n']!r}: give the number of ops per image (0 = off)")
-    if not (_is_int(rand["m"]) and 0 <= rand["m"] < NUM_BINS):
-        raise VitpeftError(
-            f"train.augment.rand_augment.m is {rand['m']!r}: give a magnitude bin from 0 to {NUM_BINS - 1} "
-            "(torchvision's RandAugment; the public code uses 9)"
-        )
-    if policy["trivial_augment"] and rand["n"] > 0:
-        raise VitpeftError(
-            "train.augment: trivial_augment replaces RandAugment (as in the public code), "
-            f"so rand_augment.n = {rand['n']} would be ignored; set rand_augment.n to 0 or trivial_augment to false"
-        )
-    if isinstance(erasing, bool) or not isinstance(erasing, (int, float)) or not 0.0 <= erasing <= 1.0:
-        raise VitpeftError(f"train.augment.erasing is {erasing!r}: give a probability from 0 to 1 (0 = off)")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def apply_policy(x: torch.Tensor, policy: dict, generator: torch.Generator, erase_value=0.0) -> torch.Tensor:
     """The policy's ops on float N x 3 x S x S in [0, 1] (after crop/flip, before normalisation).
 

@@ -354,6 +354,9 @@ class Run:
             self.data.train_x[indices], self.spec["model"]["img_size"],
             scale=tuple(cfg["crop_scale"]), hflip=cfg["hflip"], generator=generator,
         )
+        # The public code's RandAugment / TrivialAugmentWide / RandomErasing, per image; the default policy
+        # returns x itself without a draw. Erased pixels take the mean: 0 after normalising, as there.
+        x = augment.apply_policy(x, cfg["augment"], generator, erase_value=self.mean)
         x = augment.normalize(x, self.mean, self.std)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             logits = self.forward(x)
