@@ -26,8 +26,8 @@ BIN = Path(sys.executable).parent  # the venv's bin: snakemake, dvc, vitpeft
 
 # What a checkout of the project needs to run the workflow (and to be a DVC repo).
 PROJECT_FILES = (
-    "Snakefile", "workflow", "config", "envs", "slurm",
-    ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore", "data.dvc", "results.dvc",
+    "Snakefile", "workflow", "config", "envs", "slurm", "profiles", "scripts",
+    ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore", "data.dvc", "results.dvc", "cache.dvc",
 )
 
 
@@ -158,11 +158,11 @@ def reduced_demo(name: str, experiments=("linear", "lora_r4"), steps: int = 10, 
     """config/demo.yaml shrunk to seconds of CPU: fewer experiments, smaller data, model and step counts."""
     cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     cfg["name"] = name
-    cfg["data_dir"] = f"data/{name}"
+    cfg["data_dir"], cfg["cache_dir"] = f"data/{name}", f"cache/{name}"
+    cfg["seeds"] = [0]
+    cfg["curve"] = {"steps": []}
     cfg["backbone"]["model"]["kwargs"] = {"patch_size": 8, "embed_dim": 16, "depth": 12, "num_heads": 2}
-    cfg["backbone"]["checkpoint"] = f"data/{name}/backbone/pretrained.safetensors"
     cfg["synthetic"].update(source_classes=4, target_classes=4, train_per_class=16, test_per_class=8)
-    cfg["target"]["num_classes"] = 4
     cfg["source"]["k"] = [5]
     cfg["pretrain"].update(steps=5, batch_size=16)
     every = max(1, steps // 2)
@@ -232,7 +232,7 @@ def parse_dry_run(output: str) -> Counter:
         if current:
             wildcards = WILDCARDS.match(line)
             if wildcards:
-                current = (current[0], wildcards.group(1).replace(" ", ""))
+                current = (current[0], short_wildcards(wildcards.group(1)))
             elif line and not line.startswith((" ", "\t")):
                 jobs[current] += 1
                 current = None
@@ -256,6 +256,12 @@ def parse_dry_run(output: str) -> Counter:
     if not jobs and "Nothing to be done" not in output:
         raise AssertionError(f"dry run shows no jobs but does not say 'Nothing to be done':\n{output}")
     return jobs
+
+
+def short_wildcards(text: str) -> str:
+    """'dataset=synthetic, exp=linear, seed=0, key=...' -> 'exp=linear' (keys and the one dataset left out)."""
+    pairs = dict(pair.strip().split("=", 1) for pair in text.split(",") if "=" in pair)
+    return f"exp={pairs['exp']}" if "exp" in pairs else ""
 
 
 def scheduled(project: Path, configfile: Path, *extra, timeout: int = 300) -> Counter:
