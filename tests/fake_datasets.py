@@ -124,6 +124,15 @@ def cifar100(root: Path) -> Fake:
     return fake
 
 
+def cifar100_archive(folder: Path) -> tuple:
+    """cifar-100-python.tar.gz holding cifar-100-python/, and the Fake with the archive's md5 added."""
+    fake = cifar100(folder / "unpacked")
+    unpacked = folder / "unpacked" / "cifar-100-python"
+    archive = tar_gz(folder / "cifar-100-python.tar.gz", unpacked, "cifar-100-python")
+    fake.md5s[archive.name] = md5(archive)
+    return archive, fake
+
+
 def stl10(root: Path) -> Fake:
     """stl10_binary/: {train,test}_X.bin (N x 3 x 96 x 96, each channel column-major), _y.bin (1-based), unlabeled."""
     folder = root / "stl10_binary"
