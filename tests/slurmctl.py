@@ -116,7 +116,8 @@ def slurm_up(timeout: int = 900) -> str:
     except subprocess.TimeoutExpired as error:
         pytest.fail(f"scripts/slurm-up.sh did not finish within {timeout}s:\n{error.output or ''}")
     if proc.returncode != 0:
-        pytest.fail(f"scripts/slurm-up.sh failed (exit {proc.returncode}); SLURM is required for these tests:\n{proc.stdout}")
+        pytest.fail(f"scripts/slurm-up.sh failed (exit {proc.returncode}); SLURM is required for these tests:\n"
+                    f"{proc.stdout}")
     return proc.stdout
 
 
@@ -137,7 +138,8 @@ RUN_ID = re.compile(r"SLURM run ID: (\S+)")
 def submissions(log: str) -> dict:
     """{SLURM job id: (rule, wildcards)} of the jobs Snakemake reports having submitted, in order.
 
-    The plugin's log path names both: .snakemake/slurm_logs/rule_<rule>[/<wildcard values>]/<id>.log.
+    The plugin's log path names both: .snakemake/slurm_logs/rule_<rule>[/<wildcard values>]/<id>.log,
+    the values joined by "_" in the output pattern's order (train: synthetic_lora_r4_0_<key>).
     """
     found = {}
     for match in SUBMITTED.finditer(log):
@@ -202,6 +204,14 @@ def make_project(dest: Path, extra=()) -> Path:
     return dest
 
 
+def plan_of(configfile: Path):
+    """The study's plan as the workflow builds it: every job's key and output path."""
+    from vitpeft import config
+    from vitpeft.plan import Plan
+
+    return Plan(config.load(configfile))
+
+
 def snakemake(project: Path, *args, timeout: int = 600, check: bool = True, **env_extra):
     return run([BIN / "snakemake", *args], cwd=project, timeout=timeout, check=check, **env_extra)
 
@@ -252,7 +262,9 @@ def parse_dry_run(output: str) -> Counter:
     for (rule, _), n in jobs.items():
         by_rule[rule] += n
     if by_rule != stats:
-        raise AssertionError(f"could not parse the dry run: job blocks {dict(by_rule)} vs job stats {dict(stats)}:\n{output}")
+        raise AssertionError(
+            f"could not parse the dry run: job blocks {dict(by_rule)} vs job stats {dict(stats)}:\n{output}"
+        )
     if not jobs and "Nothing to be done" not in output:
         raise AssertionError(f"dry run shows no jobs but does not say 'Nothing to be done':\n{output}")
     return jobs

@@ -6,11 +6,19 @@ The module's run is a small cluster day: two experiments of the demo grid, and
 the longer training job is cancelled with `scancel` while it runs (what a
 preemption does). Snakemake must resubmit it (profile `retries`), the new job
 must continue from the resume checkpoint, and its trained weights must equal
-those of a run that was never interrupted.
+those of a run that was never interrupted. The other tests reuse its data,
+caches and trained runs.
+
+Job names: the plugin puts `rule_<rule>_wildcards_<values>` in each job's
+comment, the values joined by "_" in the output pattern's order, e.g.
+`rule_train_wildcards_synthetic_lora_r4_0_<key>` (dataset, experiment, seed,
+key); the keys come from the study's plan (vitpeft.plan).
 """
 
 import filecmp
+import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,6 +34,7 @@ from slurmctl import REPO
 pytestmark = pytest.mark.slurm
 
 NAME = "slurmtest"
+DATASET = "synthetic"
 EXPERIMENTS = ("linear", "lora_r4")
 CANCELLED = "lora_r4"  # trains long enough to be cancelled mid-run
 FAST_POLL = ("--slurm-init-seconds-before-status-checks", "2")
@@ -38,6 +47,34 @@ def config() -> dict:
     return cfg
 
 
+def cluster_jobs(plan) -> set:
+    """(rule, wildcard values) of every job of the study that goes to SLURM.
+
+    Making the data, pretraining the backbone and the report are local rules; each
+    run trains and is scored on the target, and on the source when training changed
+    the backbone; the untouched backbone's source features are extracted once.
+    """
+    jobs = {("extract_features", ""), ("eval_source_pretrained", "")}
+    jobs |= {("eval_target_pretrained", f"{dataset}_{node.key}") for dataset, node in plan.pretrained_target.items()}
+    for run in plan.runs.values():
+        values = f"{run.dataset}_{run.experiment}_{run.seed}"
+        nodes = {"train": run.train, "eval_target": run.target, "eval_source": run.source}
+        jobs |= {(rule, f"{values}_{node.key}") for rule, node in nodes.items() if node is not None}
+    return jobs
+
+
+def run_of(plan, exp):
+    return plan.runs[(DATASET, exp, 0)]
+
+
+def train_wildcards(plan, exp) -> str:
+    return f"{DATASET}_{exp}_0_{run_of(plan, exp).train.key}"
+
+
+def comment(rule: str, wildcards: str) -> str:
+    return f"rule_{rule}" + (f"_wildcards_{wildcards}" if wildcards else "")
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     return slurmctl.slurm_up()
@@ -48,6 +85,8 @@ def cluster_run(slurm_cluster, tmp_path_factory):
     """Run the reduced demo through SLURM, cancelling the long training job once it has a resume checkpoint."""
     project = slurmctl.make_project(tmp_path_factory.mktemp("slurm") / "project")
     cfg_path = slurmctl.write_config(project, config())
+    plan = slurmctl.plan_of(cfg_path)
+    victim_comment = comment("train", train_wildcards(plan, CANCELLED))
     log_path = project.parent / "snakemake.log"
     proc = slurmctl.start(
         [slurmctl.BIN / "snakemake", "--profile", "slurm", "--configfile", cfg_path, *FAST_POLL, "all"],
@@ -60,10 +99,11 @@ def cluster_run(slurm_cluster, tmp_path_factory):
             if not list((project / ".resume").glob(f"{CANCELLED}-*/last.pt")):
                 return None
             jobs = [job for job, (state, comment) in slurmctl.squeue_states().items()
-                    if state == "RUNNING" and comment == f"rule_train_wildcards_{CANCELLED}"]
+                    if state == "RUNNING" and comment == victim_comment]
             return jobs[0] if jobs else None
 
-        victim = slurmctl.wait_for(running_with_checkpoint, 900, f"{CANCELLED}'s training job to run with a resume checkpoint")
+        victim = slurmctl.wait_for(running_with_checkpoint, 900,
+                                   f"{CANCELLED}'s training job to run with a resume checkpoint")
         subprocess.run(["scancel", victim], check=True)
         proc.wait(timeout=1200)
     except subprocess.TimeoutExpired:
@@ -76,61 +116,62 @@ def cluster_run(slurm_cluster, tmp_path_factory):
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{slurmctl.tail(p.read_text(), 30)}" for p in sorted(project.glob("logs/**/*.log")))
         pytest.fail(f"snakemake --profile slurm failed (exit {proc.returncode}):\n{slurmctl.tail(log, 150)}\n{logs}")
-    return {"project": project, "config": cfg_path, "log": log, "victim": victim, "states": states}
+    return {"project": project, "config": cfg_path, "plan": plan, "log": log, "victim": victim, "states": states}
 
 
 def test_the_real_profile_is_the_one_used(cluster_run):
     project = cluster_run["project"]
     assert filecmp.cmp(project / "slurm" / "config.yaml", REPO / "slurm" / "config.yaml", shallow=False)
-    assert "Using profile slurm for setting default command line arguments" in cluster_run["log"]
+    # the SLURM profile and the workflow's own (profiles/default: rerun triggers) together
+    assert "Using profiles slurm and workflow specific profile profiles/default" in cluster_run["log"]
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["slurm-status-command"] == "squeue"
     assert profile["retries"] >= 1
 
 
 def test_jobs_ran_as_slurm_jobs_and_the_table_came_out(cluster_run):
-    project, log, states = cluster_run["project"], cluster_run["log"], cluster_run["states"]
+    project, log, states, plan = cluster_run["project"], cluster_run["log"], cluster_run["states"], cluster_run["plan"]
     submitted = slurmctl.submissions(log)
-    for exp in EXPERIMENTS:
-        for rule in ("train", "eval_target", "eval_source"):
-            assert (rule, exp) in submitted.values(), (rule, exp, submitted)
+    assert set(submitted.values()) == cluster_jobs(plan), submitted  # the local rules stayed local
     ((run_id, states),) = states.items()  # one Snakemake run, one SLURM job name
     assert set(states) == set(submitted), (states, submitted)
     for job, (rule, wildcards) in submitted.items():
-        # SLURM itself knows the job, under this run's name and the rule in its comment ...
-        state, comment = states[job]
-        assert comment == f"rule_{rule}" + (f"_wildcards_{wildcards}" if wildcards else ""), (job, comment)
-        assert state == ("CANCELLED" if job == cluster_run["victim"] else "COMPLETED"), (job, state, comment)
+        # SLURM itself knows the job, under this run's name and the rule and wildcards in its comment ...
+        state, job_comment = states[job]
+        assert job_comment == comment(rule, wildcards), (job, job_comment)
+        assert state == ("CANCELLED" if job == cluster_run["victim"] else "COMPLETED"), (job, state, job_comment)
         # ... and slurmd wrote its output where the plugin asked (the profile keeps successful logs)
         assert (project / ".snakemake" / "slurm_logs" / f"rule_{rule}" / wildcards / f"{job}.log").is_file()
 
     table = pd.read_csv(project / "results" / NAME / "table.csv")
-    assert set(EXPERIMENTS) <= set(table.iloc[:, 1]) | set(table.iloc[:, 0])
-    for exp in EXPERIMENTS:
-        assert (project / "results" / NAME / "runs" / exp / "trainable.safetensors").is_file()
+    assert all(table.isin([exp]).any().any() for exp in EXPERIMENTS), table
+    for run in plan.runs.values():
+        assert (project / run.train.path / "trainable.safetensors").is_file()
 
 
 def test_a_cancelled_training_job_is_resubmitted_and_resumes(cluster_run):
-    project, log, victim = cluster_run["project"], cluster_run["log"], cluster_run["victim"]
+    project, log, victim, plan = cluster_run["project"], cluster_run["log"], cluster_run["victim"], cluster_run["plan"]
     assert f"SLURM-job '{victim}' failed, SLURM status is: 'CANCELLED'" in log
     assert "Trying to restart job" in log
     submitted = slurmctl.submissions(log)
-    train_jobs = [job for job, what in submitted.items() if what == ("train", CANCELLED)]
+    train_jobs = [job for job, what in submitted.items() if what == ("train", train_wildcards(plan, CANCELLED))]
     assert len(train_jobs) == 2 and train_jobs[0] == victim, train_jobs
 
-    run_dir = project / "results" / NAME / "runs" / CANCELLED
-    summary = yaml.safe_load((run_dir / "summary.json").read_text())
+    run_dir = project / run_of(plan, CANCELLED).train.path
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["resumed_from_step"] < summary["steps"] == 400, summary
     assert not list((project / ".resume").glob(f"{CANCELLED}-*/last.pt")), "resume state not cleared after success"
 
-    # The same spec trained in one go, on the same data and thread count as the rule.
+    # The run's own spec (README: `vitpeft train --spec` reruns it) trained in one go, on the same
+    # data and thread count as the rule.
     reference = project.parent / "uninterrupted"
     slurmctl.run(
-        [slurmctl.BIN / "vitpeft", "train", "--spec", project / "results" / NAME / "specs" / f"{CANCELLED}.yaml",
+        [slurmctl.BIN / "vitpeft", "train", "--spec", run_dir / "spec.yaml",
          "--out", reference, "--resume-dir", project.parent / "reference-resume", "--device", "cpu"],
         cwd=project, timeout=900, OMP_NUM_THREADS=1,
     )
-    resumed, uninterrupted = load_file(run_dir / "trainable.safetensors"), load_file(reference / "trainable.safetensors")
+    resumed = load_file(run_dir / "trainable.safetensors")
+    uninterrupted = load_file(reference / "trainable.safetensors")
     assert resumed.keys() == uninterrupted.keys()
     for key in resumed:
         assert resumed[key].dtype == uninterrupted[key].dtype and resumed[key].equal(uninterrupted[key]), key
@@ -139,11 +180,18 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes(cluster_run):
 # ---------------------------------------------------------------- failures surface, they do not hang
 
 
+def copy_data(cluster_run, tmp_path):
+    """A fresh copy of the project with the module run's data and caches: its first jobs are cluster jobs."""
+    project = slurmctl.make_project(tmp_path / "project")
+    for top in ("data", "cache"):
+        shutil.copytree(cluster_run["project"] / top, project / top)
+    return project
+
+
 @pytest.fixture
 def prepared_project(cluster_run, tmp_path):
-    """A fresh copy of the project with the module run's data: its first jobs are cluster jobs."""
-    project = slurmctl.make_project(tmp_path / "project")
-    shutil.copytree(cluster_run["project"] / "data", project / "data")
+    """A one-experiment (linear) study with its data ready and nothing trained."""
+    project = copy_data(cluster_run, tmp_path)
     cfg = config()
     cfg["experiments"] = cfg["experiments"][:1]
     return project, slurmctl.write_config(project, cfg)
@@ -169,6 +217,7 @@ def names_the_job(log: str, rule: str, output: str, message: str) -> bool:
 
 def test_an_unknown_partition_fails_the_submission_naming_the_job(prepared_project, tmp_path):
     project, cfg_path = prepared_project
+    linear = run_of(slurmctl.plan_of(cfg_path), "linear").train.path
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     profile["default-resources"]["slurm_partition"] = "'nosuchpartition'"
     bad = tmp_path / "profiles" / "badpartition"
@@ -180,12 +229,13 @@ def test_an_unknown_partition_fails_the_submission_naming_the_job(prepared_proje
     out = result.stdout
     assert result.returncode != 0, out
     assert "SLURM sbatch failed" in out and "invalid partition specified: nosuchpartition" in out, out
-    assert names_the_job(out, "train", f"output: results/{NAME}/runs/linear", "invalid partition specified"), out
+    assert names_the_job(out, "train", f"output: {linear}", "invalid partition specified"), out
     assert not slurmctl.submissions(out), "nothing may have been submitted"
 
 
 def test_an_unreachable_controller_is_a_clear_error_not_a_hang(prepared_project, tmp_path):
     project, cfg_path = prepared_project
+    linear = run_of(slurmctl.plan_of(cfg_path), "linear").train.path
     conf = Path("/etc/slurm/slurm.conf").read_text()
     # The same cluster, but the controller's port has nobody listening.
     dead = re.sub(r"(?m)^SlurmctldHost=.*$", "SlurmctldHost=nowhere(127.0.0.1)\nSlurmctldPort=6999", conf)
@@ -196,7 +246,7 @@ def test_an_unreachable_controller_is_a_clear_error_not_a_hang(prepared_project,
     out = result.stdout
     assert result.returncode != 0, out
     assert "Unable to contact slurm controller" in out, out
-    assert names_the_job(out, "train", f"output: results/{NAME}/runs/linear", "Unable to contact slurm controller"), out
+    assert names_the_job(out, "train", f"output: {linear}", "Unable to contact slurm controller"), out
 
 
 def test_the_time_limit_warning_signal_reaches_training_which_resumes(prepared_project):
@@ -210,16 +260,18 @@ def test_the_time_limit_warning_signal_reaches_training_which_resumes(prepared_p
     project, _ = prepared_project
     cfg = config()
     cfg["experiments"] = [exp for exp in cfg["experiments"] if exp["name"] == CANCELLED]
-    cfg["experiments"][0].setdefault("train", {}).update(steps=1_000_000, checkpoint_every=20, log_every=1000, val_every=1_000_000)
+    cfg["experiments"][0].setdefault("train", {}).update(steps=1_000_000, checkpoint_every=20, log_every=1000,
+                                                         val_every=1_000_000)
     cfg["resources"]["train"]["runtime"] = 3
     cfg_path = slurmctl.write_config(project, cfg)
+    run = run_of(slurmctl.plan_of(cfg_path), CANCELLED)
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert profile["set-resources"]["train"]["slurm_extra"] == "'--signal=USR1@300'"
 
     snakemake_log = project.parent / "signal.log"
-    train_log = project / "logs" / NAME / "train" / f"{CANCELLED}.log"
+    train_log = project / "logs" / NAME / "train" / DATASET / CANCELLED / f"seed0-{run.train.key}.log"
     proc = slurmctl.start(
-        [slurmctl.BIN / "snakemake", f"results/{NAME}/runs/{CANCELLED}", "--profile", "slurm",
+        [slurmctl.BIN / "snakemake", run.train.path, "--profile", "slurm",
          "--configfile", cfg_path, *FAST_POLL, "--set-resources", "train:slurm_extra='--signal=USR1@120'"],
         cwd=project, log_path=snakemake_log,
     )
@@ -241,6 +293,80 @@ def test_the_time_limit_warning_signal_reaches_training_which_resumes(prepared_p
         for run_id in set(slurmctl.run_ids(snakemake_log.read_text())):
             subprocess.run(["scancel", "--name", run_id], check=False)
     assert resumed == stopped > 0
-    train_jobs = [job for job, what in slurmctl.submissions(log).items() if what == ("train", CANCELLED)]
+    wildcards = f"{DATASET}_{CANCELLED}_0_{run.train.key}"
+    train_jobs = [job for job, what in slurmctl.submissions(log).items() if what == ("train", wildcards)]
     assert len(train_jobs) >= 2 and f"SLURM-job '{train_jobs[0]}' failed" in log, log
-    assert slurmctl.squeue_states()[train_jobs[0]][0] == "FAILED"  # exited (75) after the warning, not killed at the limit
+    # exited (75) after the warning, not killed at the limit
+    assert slurmctl.squeue_states()[train_jobs[0]][0] == "FAILED"
+
+
+# ---------------------------------------------------------------- GPU requests
+
+
+SBATCH_CALL = re.compile(r"^sbatch call: (sbatch .*)$", re.M)
+
+
+def sbatch_calls(log: str) -> dict:
+    """{job comment: [the sbatch arguments of each submission of that job]} from `snakemake --verbose` output."""
+    calls = {}
+    for call in SBATCH_CALL.findall(log):
+        args = shlex.split(call)
+        calls.setdefault(args[args.index("--comment") + 1], []).append(args)
+    return calls
+
+
+def cluster_has_gpus() -> bool:
+    nodes = subprocess.run(["scontrol", "show", "node"], text=True, capture_output=True, check=True).stdout
+    return re.search(r"\bGres=\S*gpu", nodes) is not None
+
+
+def test_a_gpu_request_reaches_sbatch_as_gpus_for_training_and_evaluation(cluster_run, tmp_path):
+    """`resources.train.gpu: 1` and `resources.evaluate.gpu: 1` make the plugin (2.8, utils.set_gres_string)
+    add `--gpus=1` to the sbatch call of every training and evaluation job, beside the rule's CPUs.
+
+    The study is the module run's with GPUs asked for (resources are in no key, so the plan is
+    the same); its data, caches and lora_r4's run are there, linear is not trained: the jobs
+    ready to go are linear's training, lora_r4's two evaluations and the untouched backbone's
+    two. The one-node test cluster has no GPU (no gres), so sbatch refuses each of them at
+    submission: nothing is queued, nothing runs, and the run ends at once with the jobs named.
+    """
+    project = copy_data(cluster_run, tmp_path)
+    cfg = config()
+    for group in ("train", "evaluate"):
+        cfg["resources"][group]["gpu"] = 1
+    cfg_path = slurmctl.write_config(project, cfg)
+    plan = slurmctl.plan_of(cfg_path)
+    assert plan.report.key == cluster_run["plan"].report.key, "the GPU count changed a key"
+    trained = run_of(plan, CANCELLED)
+    shutil.copytree(cluster_run["project"] / trained.train.path, project / trained.train.path)
+
+    result = slurmctl.snakemake(project, "--profile", "slurm", "--configfile", cfg_path, *FAST_POLL, "--verbose",
+                                "all", timeout=300, check=False)
+    out = result.stdout
+    calls = sbatch_calls(out)
+    values = f"{DATASET}_{CANCELLED}_0"
+    ready = {
+        comment("train", train_wildcards(plan, "linear")),
+        comment("eval_target", f"{values}_{trained.target.key}"),
+        comment("eval_source", f"{values}_{trained.source.key}"),
+        comment("eval_target_pretrained", f"{DATASET}_{plan.pretrained_target[DATASET].key}"),
+        comment("eval_source_pretrained", ""),
+    }
+    assert set(calls) == ready, (set(calls), slurmctl.tail(out))
+    for job, submissions in calls.items():
+        for args in submissions:
+            assert "--gpus=1" in args and "--cpus-per-task=1" in args, (job, args)
+            assert ("--signal=USR1@300" in args) == job.startswith("rule_train_"), (job, args)
+
+    if cluster_has_gpus():  # a cluster with a GPU runs them
+        assert result.returncode == 0, slurmctl.tail(out)
+        return
+    assert result.returncode != 0, out
+    assert out.count("Invalid generic resource (gres) specification") >= len(ready), out
+    assert names_the_job(out, "train", f"output: {run_of(plan, 'linear').train.path}", "Invalid generic resource"), out
+    assert not slurmctl.submissions(out), "a GPU job was queued on a cluster without GPUs"
+    for run_id in slurmctl.run_ids(out):
+        assert slurmctl.squeue_states(run_id) == {}, run_id
+    assert not (project / run_of(plan, "linear").train.path).exists()
+    for made in ("metrics", "table.md"):
+        assert not (project / "results" / NAME / made).exists(), made
