@@ -24,7 +24,10 @@ fields plus texture at several scales), measures on one core each:
   difference from exact preprocessing (kept only if identical: they are not);
 - listing: one shard job's plan (scan + sort + hash) of a full-size ImageFolder
   tree of empty files: time and peak RSS of the parent;
-- projection: 1.33M images on 16 single-CPU jobs, with the arithmetic.
+- projection: 1.33M images on 16 single-CPU jobs, with the arithmetic;
+- imagenet_passes_paper_grid: ImageNet feature passes in the paper grid's
+  dry-run plan (was 18), and vote_peak_rss_gib: the k-NN vote's peak memory at
+  a scaled bank (both alone with --grid-only).
 
 Results are merged by key into benchmarks/results/imagenet-scale-cpu.json
 (read-modify-write), so other benchmarks may add their own keys to that file.
@@ -37,6 +40,7 @@ import heapq
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -421,6 +425,30 @@ def measure(args) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def paper_grid_passes() -> dict:
+    """ImageNet feature passes in the paper grid's plan: `snakemake -n` on config/config.yaml, counted by rule.
+
+    A pass is a job that runs a backbone over the whole bank and queries: the untouched backbone's
+    feature cache (extract_features) and each fine-tuned backbone's eval_source.
+    """
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", "--cores", "1"], cwd=REPO,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", done.stdout.split("Job stats:", 1)[1], re.MULTILINE))
+    passes = {rule: int(stats.get(rule, 0)) for rule in ("extract_features", "eval_source")}
+    return {"imagenet_passes_paper_grid": sum(passes.values()), "imagenet_passes_by_rule": passes,
+            "imagenet_passes_before": 18, "imagenet_passes_counted_from": "snakemake -n all (config/config.yaml)"}
+
+
+def vote_peak(bank: int, queries: int, dtype: str) -> dict:
+    """The k-NN vote's peak RSS at a scaled bank (benchmarks/knn_memory.py's measurement, in a fresh process)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import knn_memory
+
+    measured = knn_memory.in_subprocess(bank, queries, dtype)
+    return {"vote_peak_rss_gib": measured["vote_peak_rss_gib"], "vote_bank_size": bank, "vote_query_count": queries,
+            "vote_dtype": dtype, "vote_working_set_gib": measured["vote_working_set_gib"]}
+
+
 def makespan(durations: list, slots: int) -> float:
     """Wall time of independent jobs on `slots` CPUs, longest first onto the least loaded (as a queue fills them)."""
     loads = [0.0] * slots
@@ -509,9 +537,17 @@ def main(argv=None) -> int:
     parser.add_argument("--query-shards", type=int, default=16, help="val shards in the projection")
     parser.add_argument("--jobs", type=int, default=16, help="single-CPU jobs running at once in the projection")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--grid-only", action="store_true",
+                        help="measure only the paper grid's ImageNet passes and the vote's peak memory")
+    parser.add_argument("--vote-bank", type=int, default=128_000, help="bank size of the vote's memory figure")
     args = parser.parse_args(argv)
-    results = measure(args)
+    results = {"grid_measured_on": machine(), **paper_grid_passes(), **vote_peak(args.vote_bank, 5_000, "fp16")}
+    if not args.grid_only:
+        results.update(measure(args))
     merge(args.out, results)
+    if args.grid_only:
+        print(json.dumps(results, indent=2))
+        return 0
     print(json.dumps({k: results[k] for k in ("decode_ms_per_image_before", "decode_ms_per_image_after",
                                               "worker_rss_mb", "end_to_end", "projection")}, indent=2))  # fmt: skip
     print(f"wrote {args.out}", file=sys.stderr)
