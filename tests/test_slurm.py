@@ -237,8 +237,10 @@ def test_an_unreachable_controller_is_a_clear_error_not_a_hang(prepared_project,
     project, cfg_path = prepared_project
     linear = run_of(slurmctl.plan_of(cfg_path), "linear").train.path
     conf = Path("/etc/slurm/slurm.conf").read_text()
-    # The same cluster, but the controller's port has nobody listening.
+    # The same cluster, but the controller's port has nobody listening; each client gives up
+    # after 1 s instead of SLURM's default 9 s (MessageTimeout 10).
     dead = re.sub(r"(?m)^SlurmctldHost=.*$", "SlurmctldHost=nowhere(127.0.0.1)\nSlurmctldPort=6999", conf)
+    dead += "\nMessageTimeout=2\n"
     (tmp_path / "dead.conf").write_text(dead)
 
     result = slurmctl.snakemake(project, "--profile", "slurm", "--configfile", cfg_path, *FAST_POLL, "all",
