@@ -97,13 +97,16 @@ def cifar10(root: Path) -> Fake:
     return fake
 
 
-def cifar10_archive(folder: Path) -> tuple:
-    """cifar-10-python.tar.gz holding cifar-10-batches-py/, and the Fake with the archive's md5 added."""
-    fake = cifar10(folder / "unpacked")
-    unpacked = folder / "unpacked" / "cifar-10-batches-py"
-    archive = tar_gz(folder / "cifar-10-python.tar.gz", unpacked, "cifar-10-batches-py")
+def cifar_archive(folder: Path, writer, inner: str, archive_name: str) -> tuple:
+    """The official archive (`archive_name`) holding `inner`/ as `writer` makes it, and the Fake with its md5."""
+    fake = writer(folder / "unpacked")
+    archive = tar_gz(folder / archive_name, folder / "unpacked" / inner, inner)
     fake.md5s[archive.name] = md5(archive)
     return archive, fake
+
+
+def cifar10_archive(folder: Path) -> tuple:
+    return cifar_archive(folder, cifar10, "cifar-10-batches-py", "cifar-10-python.tar.gz")
 
 
 def cifar100(root: Path) -> Fake:
@@ -125,12 +128,7 @@ def cifar100(root: Path) -> Fake:
 
 
 def cifar100_archive(folder: Path) -> tuple:
-    """cifar-100-python.tar.gz holding cifar-100-python/, and the Fake with the archive's md5 added."""
-    fake = cifar100(folder / "unpacked")
-    unpacked = folder / "unpacked" / "cifar-100-python"
-    archive = tar_gz(folder / "cifar-100-python.tar.gz", unpacked, "cifar-100-python")
-    fake.md5s[archive.name] = md5(archive)
-    return archive, fake
+    return cifar_archive(folder, cifar100, "cifar-100-python", "cifar-100-python.tar.gz")
 
 
 def stl10(root: Path) -> Fake:

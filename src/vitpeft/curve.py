@@ -117,12 +117,7 @@ def eval_curve(
                        "source_knn": evaluate.keyed(source) if source else None})  # fmt: skip
     return {
         "points": scored,
-        "headline_k": best,
-        "ks": ks,
-        "temperature": temperature,
-        "mean": list(mean),
-        "std": list(std),
-        "precision": precision,
+        **evaluate.knn_settings(best, ks, temperature, mean, std, precision),
         "target_count": len(target),
         "bank_count": len(data.bank) if data is not None else None,
         "query_count": len(data.queries) if data is not None else None,

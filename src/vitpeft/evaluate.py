@@ -100,12 +100,7 @@ def eval_source(
         "routed": keyed(routed) if routed is not None else None,
         "top1": shared[best],
         "routed_top1": routed[best] if routed is not None else None,
-        "headline_k": best,
-        "ks": ks,
-        "temperature": temperature,
-        "mean": list(mean),
-        "std": list(std),
-        "precision": precision,
+        **knn_settings(best, ks, temperature, mean, std, precision),
         "bank_count": len(data.bank),
         "query_count": len(data.queries),
         "num_classes": len(data.bank.classes),
@@ -177,6 +172,12 @@ def classifier_scores(model, data, spec, device, batch_size):
 
 def headline(ks) -> int:
     return HEADLINE_K if HEADLINE_K in ks else ks[0]
+
+
+def knn_settings(best: int, ks, temperature, mean, std, precision) -> dict:
+    """What a k-NN score was computed with, recorded beside it."""
+    return {"headline_k": best, "ks": ks, "temperature": temperature, "mean": list(mean), "std": list(std),
+            "precision": precision}
 
 
 def keyed(scores: dict) -> dict:
