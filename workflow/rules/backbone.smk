@@ -5,7 +5,7 @@ if PLAN.backbone.info["rule"] == "pretrain":
 
     rule pretrain_backbone:
         input:
-            data=ancient(PLAN.synthetic.path),
+            unpack(made_or(PLAN.backbone.path, {"data": ancient(PLAN.synthetic.path)})),
         output:
             checkpoint=PLAN.backbone.path,
         log:

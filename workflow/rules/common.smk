@@ -2,6 +2,8 @@
 # output path holds a key that hashes what it depends on), and the named input
 # functions the rules use. No science here: rules call `vitpeft`. Nothing is
 # written while planning: a dry run, --lint or --dag leaves the checkout as it was.
+import os
+
 from snakemake.exceptions import WorkflowError
 
 from vitpeft import config as vitpeft_config
@@ -63,6 +65,28 @@ NORM_ARGS = (
 )
 
 
+# ---------------------------------------------------------------- inputs: none for what is made already
+
+
+def unless_made(output, needs):
+    """`needs`, or nothing when `output` exists: a keyed output that exists is complete and current.
+
+    Its key hashes everything that made it, and every vitpeft output appears whole or not at all, so
+    its job needs none of its inputs. Without this, Snakemake would rerun a finished job because an
+    input it once read has to be remade (a clone that pulled results/ alone, or data/ without cache/).
+    """
+    return type(needs)() if os.path.exists(output) else needs
+
+
+def made_or(output, needs):
+    """unless_made for rules whose output and inputs are fixed when the workflow is planned."""
+
+    def inputs(wildcards):
+        return unless_made(output, needs)
+
+    return inputs
+
+
 # ---------------------------------------------------------------- runs, found from wildcards
 
 
@@ -79,7 +103,7 @@ def run_by_eval(wildcards, column):
 def train_inputs(wildcards):
     run = run_of(wildcards)
     target = PLAN.targets[run.dataset]
-    return {"data": ancient(target.output), "checkpoint": ancient(PLAN.backbone.path)}
+    return unless_made(run.train.path, {"data": ancient(target.output), "checkpoint": ancient(PLAN.backbone.path)})
 
 
 def eval_inputs(column):
@@ -91,7 +115,7 @@ def eval_inputs(column):
             needs.update(source=ancient(PLAN.source.output), features=ancient(PLAN.features.path))
         if column == "curve" and PLAN.curve_data is not None:
             needs.update(subset=ancient(PLAN.curve_data.path))
-        return needs
+        return unless_made(getattr(run, column).path, needs)
 
     inputs.__name__ = f"{column}_inputs"
     return inputs
@@ -113,8 +137,10 @@ def target_test(wildcards):
     return f"{PLAN.targets[wildcards.dataset].path}/test"
 
 
-def target_data_dir(wildcards):
-    return ancient(PLAN.targets[wildcards.dataset].output)
+def pretrained_target_inputs(wildcards):
+    node = PLAN.pretrained_target[wildcards.dataset]
+    needs = {"data": ancient(PLAN.targets[wildcards.dataset].output), "checkpoint": ancient(PLAN.backbone.path)}
+    return unless_made(node.path, needs)
 
 
 def pretrained_target_key(wildcards):
@@ -141,8 +167,9 @@ def download_target_args(wildcards):
 
 
 def prepare_target_inputs(wildcards):
-    info = target_node(wildcards).info
-    return {"root": ancient(info["downloads"])} if info.get("downloads") else {}
+    node = target_node(wildcards)
+    downloads = node.info.get("downloads")
+    return unless_made(node.path, {"root": ancient(downloads)} if downloads else {})
 
 
 def prepare_target_args(wildcards):
@@ -168,4 +195,4 @@ def report_inputs(wildcards):
     nodes = [PLAN.pretrained_source, *PLAN.pretrained_target.values()]
     for run in PLAN.runs.values():
         nodes += [run.train, run.target, run.source, run.curve]
-    return [ancient(node.path) for node in nodes if node is not None]
+    return unless_made(PLAN.report.path, [ancient(node.path) for node in nodes if node is not None])

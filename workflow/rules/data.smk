@@ -97,7 +97,7 @@ if PLAN.imagenet_shards():
     rule index_imagenet:
         # Checks every shard came from one listing and covers its range, then writes the index the k-NN reads.
         input:
-            shards=[ancient(path) for path in PLAN.imagenet_shards()],
+            unpack(made_or(f"{IMAGENET}/bank/meta.json", {"shards": [ancient(path) for path in PLAN.imagenet_shards()]})),
         output:
             bank=f"{IMAGENET}/bank/meta.json",
             queries=f"{IMAGENET}/queries/meta.json",
@@ -118,7 +118,7 @@ if PLAN.curve_data is not None:
     rule subsample_source:
         # The curve scores every point on a class-balanced subsample of the bank and queries.
         input:
-            source=ancient(PLAN.source.output),
+            unpack(made_or(PLAN.curve_data.path, {"source": ancient(PLAN.source.output)})),
         output:
             data=directory(PLAN.curve_data.path),
         log:

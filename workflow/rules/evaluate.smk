@@ -38,8 +38,7 @@ rule eval_target:
 
 rule eval_target_pretrained:
     input:
-        data=target_data_dir,
-        checkpoint=ancient(PLAN.backbone.path),
+        unpack(pretrained_target_inputs),
     output:
         metrics=f"{RESULTS}/metrics/{{dataset}}/{PRETRAINED}/target-{{key}}.json",
     log:
@@ -65,8 +64,8 @@ if PLAN.features is not None:
 
     rule extract_features:
         input:
-            source=ancient(PLAN.source.output),
-            checkpoint=ancient(PLAN.backbone.path),
+            unpack(made_or(PLAN.features.path, {"source": ancient(PLAN.source.output),
+                                                "checkpoint": ancient(PLAN.backbone.path)})),
         output:
             features=directory(PLAN.features.path),
         log:
@@ -89,7 +88,7 @@ if PLAN.features is not None:
 
     rule eval_source_pretrained:
         input:
-            features=ancient(PLAN.features.path),
+            unpack(made_or(PLAN.pretrained_source.path, {"features": ancient(PLAN.features.path)})),
         output:
             metrics=PLAN.pretrained_source.path,
         log:
@@ -98,6 +97,7 @@ if PLAN.features is not None:
             config=CONFIG,
             bank=PLAN.source.info["bank"],
             queries=PLAN.source.info["queries"],
+            features=PLAN.features.path,
             knn=f"{KNN_ARGS} {NORM_ARGS}",
         threads: resource("evaluate", "cpus")
         resources:
@@ -106,7 +106,7 @@ if PLAN.features is not None:
             ENV
         shell:
             "OMP_NUM_THREADS={threads} vitpeft eval-source --config {params.config} --experiment {PRETRAINED}"
-            " --bank {params.bank} --queries {params.queries} --pretrained-features {input.features}"
+            " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
             " {params.knn} --out {output.metrics} > {log} 2>&1"
 
     rule eval_source:
@@ -122,6 +122,7 @@ if PLAN.features is not None:
             run=eval_source_run_dir,
             bank=PLAN.source.info["bank"],
             queries=PLAN.source.info["queries"],
+            features=PLAN.features.path,
             knn=f"{KNN_ARGS} {NORM_ARGS}",
         threads: resource("evaluate", "cpus")
         resources:
@@ -130,7 +131,7 @@ if PLAN.features is not None:
             ENV
         shell:
             "OMP_NUM_THREADS={threads} vitpeft eval-source --spec {params.run}/spec.yaml --run {params.run}"
-            " --bank {params.bank} --queries {params.queries} --pretrained-features {input.features}"
+            " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
             " {params.knn} --out {output.metrics} > {log} 2>&1"
 
 
