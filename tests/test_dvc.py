@@ -187,6 +187,10 @@ def test_the_results_alone_can_be_pulled_and_nothing_then_needs_to_run(origin, t
     assert pulled(project) == {"results"}
     assert tree(project / "results") == origin["trees"]["results"]
     assert would_run(project) == Counter()
+    # An edit makes again only the data its own jobs read; the other experiment's finished outputs stay.
+    edit(project, set_lr("lora_r4", 0.02))
+    data_jobs = slurmctl.jobs_of(("make_synthetic", None), ("pretrain_backbone", None), ("extract_features", None))
+    assert would_run(project) == experiment_jobs(project, "lora_r4") + data_jobs
 
 
 def test_make_pull_fetches_results_and_data_but_not_the_caches(origin, tmp_path):

@@ -1,229 +1,275 @@
-"""The real Snakemake workflow on a shrunken demo grid: it runs end to end, and reruns only what changed.
+"""The real Snakemake workflow at demo scale: the science holds, reruns touch only what changed, plans touch nothing.
 
-One module-scoped run (three experiments, a few steps) feeds every test; the
-rerun checks are dry runs against its outputs, in the order a user meets them.
+One module-scoped run of config/demo.yaml's settings (synthetic domains, the
+tiny ViT pretrained on the source domain, 300 steps, the 5-point curve) on
+four of its rows feeds every test. The science tests assert what the demo
+exists to show; the rerun checks are dry runs against its outputs, in the
+order a user meets them.
 """
 
+import base64
+import copy
 import os
 import random
-import re
 import shutil
-import subprocess
-import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+import slurmctl
+from slurmctl import REPO
+
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ["linear", "lora_r4", "block_p1"]
-NAME = "wf"
 
-
-def small_config() -> dict:
-    """demo.yaml with three of its experiments and everything shrunk to seconds."""
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    cfg["name"] = NAME
-    cfg["backbone"]["model"]["kwargs"] = {"patch_size": 8, "embed_dim": 32, "depth": 12, "num_heads": 2}
-    cfg["synthetic"].update(source_classes=4, target_classes=4, train_per_class=16, test_per_class=8)
-    cfg["target"]["num_classes"] = 4
-    cfg["pretrain"].update(steps=5, batch_size=16)
-    cfg["train"].update(steps=4, batch_size=16, warmup_steps=1, val_every=2, checkpoint_every=2, log_every=1)
-    cfg["source"]["k"] = [5]
-    cfg["experiments"] = [exp for exp in cfg["experiments"] if exp["name"] in EXPERIMENTS]
-    for exp in cfg["experiments"]:  # the demo's per-row warm-up may exceed the reduced step count
-        exp.get("train", {}).pop("warmup_steps", None)
-    return cfg
-
-
-def write_config(workdir: Path, cfg: dict, name: str) -> Path:
-    path = workdir / name
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def snakemake(workdir: Path, config: Path, *args) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(workdir), "--configfile", str(config), "--cores", "2", *args]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    if done.returncode != 0:
-        logs = "\n".join(f"--- {log}\n{log.read_text()[-2000:]}" for log in sorted(workdir.glob("logs/**/*.log")))
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}\n{logs}")
-    return done.stdout + done.stderr
-
-
-def scheduled(workdir: Path, config: Path) -> set:
-    """The jobs a dry run would execute, as {(rule, experiment or None)}."""
-    output = snakemake(workdir, config, "--dry-run", "all")
-    jobs, current = set(), None
-    for line in output.splitlines():
-        rule = re.match(r"^(?:local)?rule (\w+):", line)
-        if rule:
-            current = rule.group(1)
-            jobs.add((current, None))
-        exp = re.match(r"^\s+wildcards: exp=(\S+)", line)
-        if exp and current:
-            jobs.discard((current, None))
-            jobs.add((current, exp.group(1).rstrip(",")))
-    jobs.discard(("all", None))
+def planned(project, config) -> Counter:
+    """The jobs `snakemake -n all` would run, without the target rule itself (listed whenever anything runs)."""
+    jobs = slurmctl.scheduled(project, config)
+    jobs.pop(("all", ""), None)
     return jobs
 
+NAME = "wf"
+EXPERIMENTS = ["full", "linear", "lora_r4", "block_p1"]
+CHANCE = 100 / 10  # the synthetic target domain has 10 classes
 
-def experiment_jobs(name: str) -> set:
-    return {("train", name), ("eval_target", name), ("eval_source", name)}
+# Margins measured over seeds 0, 1 and 2 of this very grid (demo.yaml's settings; the closing note of the
+# change that added them gives the figures): the smallest observed, minus a safety allowance.
+LEARNS_OVER_PRETRAINED_KNN = 3.0  # smallest observed gap: linear probing vs the untouched backbone's k-NN
+FORGETS_AT_LEAST = 20.0  # the issue's bar; observed full vs linear source gap is far larger
 
 
-def pull_like(workdir: Path) -> None:
-    """What a fresh clone + `dvc pull` leaves: no Snakemake metadata, every file re-dated in random order."""
-    shutil.rmtree(workdir / ".snakemake")
-    files = list(workdir.rglob("*"))
-    random.Random(0).shuffle(files)
-    pulled = time.time() - 3600  # an hour ago, one second apart, in no particular order
-    for offset, path in enumerate(files):
-        os.utime(path, (pulled + offset, pulled + offset))
+def demo_grid() -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["name"] = NAME
+    cfg["seeds"] = [0]
+    cfg["experiments"] = [exp for exp in cfg["experiments"] if exp["name"] in EXPERIMENTS]
+    return cfg
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A workdir in which the small grid has run to the end."""
-    workdir = tmp_path_factory.mktemp("workflow")
-    config = write_config(workdir, small_config(), "small.yaml")
-    snakemake(workdir, config, "all")
-    return workdir, config
+    """A project copy in which the demo-scale grid has run to the end."""
+    project = slurmctl.make_project(tmp_path_factory.mktemp("workflow") / "project")
+    config = slurmctl.write_config(project, demo_grid())
+    slurmctl.snakemake(project, "all", "--cores", "2", "--configfile", config, timeout=1500)
+    return project, config
 
 
-def test_the_report_has_one_row_per_experiment_and_the_untouched_backbone(finished):
-    workdir, _ = finished
-    results = workdir / "results" / NAME
-    for name in ("table.md", "table.csv", "table.tex", "tradeoff.png"):
-        assert (results / name).stat().st_size > 0, name
-    table = pd.read_csv(results / "table.csv").set_index("experiment")
+def results(project) -> Path:
+    return project / "results" / NAME
+
+
+def edited(project, change, filename) -> Path:
+    cfg = demo_grid()
+    change(cfg)
+    return slurmctl.write_config(project, cfg, filename)
+
+
+def jobs(*pairs) -> Counter:
+    return slurmctl.jobs_of(*pairs)
+
+
+def experiment_jobs(name) -> Counter:
+    rules = ["train", "eval_target", "eval_curve"] + ([] if name == "linear" else ["eval_source"])
+    return jobs(*[(rule, name) for rule in rules])
+
+
+# ---------------------------------------------------------------- the outputs and the science
+
+
+def test_the_report_holds_every_row_seed_and_curve_point(finished):
+    project, _ = finished
+    folder = results(project)
+    for name in ("table.md", "table.csv", "table.tex", "per_seed.csv", "tradeoff.png", "curve.csv", "curve.png"):
+        assert (folder / name).stat().st_size > 0, name
+    assert len(list((folder / "provenance").glob("report-*.json"))) == 1
+    table = pd.read_csv(folder / "table.csv").set_index("experiment")
     assert list(table.index) == ["pretrained"] + EXPERIMENTS
-    for column in ("method", "trainable_params", "target_acc", "source_acc", "mean",
-                   "paper_target_acc", "paper_source_acc"):
-        assert column in table.columns, column
-    assert table[["target_acc", "source_acc"]].stack().between(0, 100).all()
-    paper = {exp["name"]: exp["paper"] for exp in small_config()["experiments"]}
+    assert (table.loc[EXPERIMENTS, "n_seeds"] == 1).all()
+    curve = pd.read_csv(folder / "curve.csv")
+    assert list(curve.columns) == ["experiment", "seed", "step", "target_acc", "source_acc"]
+    assert sorted(set(curve["step"])) == [0, 10, 30, 100, 300]
+    assert len(curve) == len(EXPERIMENTS) * 5
     for name in EXPERIMENTS:
-        assert table.loc[name, "paper_target_acc"] == pytest.approx(paper[name]["target"])
-        assert table.loc[name, "paper_source_acc"] == pytest.approx(paper[name]["source"])
-    # Linear probing leaves the backbone untouched, and switching LoRA off or taking the new blocks
-    # out restores it: all three score the source domain exactly like the pretrained backbone.
-    untouched = table.loc["pretrained", "source_acc"]
-    assert table.loc["linear", "source_acc"] == untouched
-    assert table.loc["lora_r4", "source_acc_routed"] == untouched
-    assert table.loc["block_p1", "source_acc_routed"] == untouched
+        run = next((folder / "runs" / "synthetic" / name).glob("seed0-*"))
+        assert sorted(p.name for p in (run / "curve").iterdir()) == [
+            f"step_{step:06d}.safetensors" for step in (0, 10, 30, 100, 300)]
+
+
+def test_every_fine_tuned_row_learns_the_target(finished):
+    """Each method beats the untouched backbone's target k-NN and chance by a margin (measured over 3 seeds)."""
+    table = pd.read_csv(results(finished[0]) / "table.csv").set_index("experiment")
+    untouched = table.loc["pretrained", "target_acc"]
     for name in EXPERIMENTS:
-        assert (results / "runs" / name / "trainable.safetensors").is_file()
-        assert (workdir / "logs" / NAME / "train" / f"{name}.log").is_file()
-        assert (results / "benchmarks" / "train" / f"{name}.tsv").is_file()
+        assert table.loc[name, "target_acc"] >= untouched + LEARNS_OVER_PRETRAINED_KNN, name
+        assert table.loc[name, "target_acc"] >= CHANCE + 20, name
+
+
+def test_full_fine_tuning_forgets_what_linear_probing_keeps(finished):
+    table = pd.read_csv(results(finished[0]) / "table.csv").set_index("experiment")
+    assert table.loc["linear", "source_acc"] == table.loc["pretrained", "source_acc"]  # untouched: exactly
+    assert table.loc["full", "source_acc"] <= table.loc["linear", "source_acc"] - FORGETS_AT_LEAST
+    for name in ("lora_r4", "block_p1"):  # switching the additions off gives the pretrained backbone back
+        assert table.loc[name, "source_acc_routed"] == table.loc["pretrained", "source_acc"], name
+
+
+def test_the_curve_shows_when_full_fine_tuning_forgets(finished):
+    curve = pd.read_csv(results(finished[0]) / "curve.csv").set_index(["experiment", "step"])
+    start = curve.loc[("full", 0), "source_acc"]
+    assert curve.loc[("linear", 300), "source_acc"] == curve.loc[("linear", 0), "source_acc"] == start
+    assert curve.loc[("full", 300), "source_acc"] <= start - FORGETS_AT_LEAST
+    assert curve.loc[("full", 300), "target_acc"] > curve.loc[("full", 0), "target_acc"]
+
+
+# ---------------------------------------------------------------- rerun only what changed
 
 
 def test_a_finished_workflow_has_nothing_to_do(finished):
-    workdir, config = finished
-    assert scheduled(workdir, config) == set()
+    project, config = finished
+    assert planned(project, config) == Counter()
 
 
 def test_editing_one_experiment_reruns_only_it_and_the_report(finished):
-    workdir, _ = finished
-    cfg = small_config()
-    cfg["experiments"][1].setdefault("train", {})["lr"] = 0.02  # lora_r4
-    edited = write_config(workdir, cfg, "edited.yaml")
-    assert scheduled(workdir, edited) == experiment_jobs("lora_r4") | {("report", None)}
+    project, _ = finished
+
+    def change(cfg):
+        cfg["experiments"][2].setdefault("train", {})["lr"] = 0.02  # lora_r4
+
+    plan = planned(project, edited(project, change, "edited.yaml"))
+    assert plan == experiment_jobs("lora_r4") + jobs(("report", None))
 
 
-def test_adding_an_experiment_runs_only_its_jobs_and_the_report(finished):
-    workdir, _ = finished
-    cfg = small_config()
-    cfg["experiments"].append({"name": "top1", "method": "topk", "args": {"k": 1}})
-    added = write_config(workdir, cfg, "added.yaml")
-    assert scheduled(workdir, added) == experiment_jobs("top1") | {("report", None)}
+def test_adding_an_experiment_or_a_seed_runs_only_its_jobs_and_the_report(finished):
+    project, _ = finished
+
+    def add(cfg):
+        cfg["experiments"].append({"name": "top1", "method": "topk", "args": {"k": 1}})
+
+    assert planned(project, edited(project, add, "added.yaml")) == (
+        experiment_jobs("top1") + jobs(("report", None)))
+
+    def seed(cfg):
+        cfg["seeds"] = [0, 1]
+
+    expected = sum((experiment_jobs(name) for name in EXPERIMENTS), Counter()) + jobs(("report", None))
+    assert planned(project, edited(project, seed, "seeded.yaml")) == expected
 
 
-def test_changing_source_knn_settings_reruns_only_the_source_scores(finished):
-    workdir, _ = finished
-    cfg = small_config()
-    cfg["source"]["temperature"] = 0.1
-    changed = write_config(workdir, cfg, "knn.yaml")
-    evaluated = EXPERIMENTS + ["pretrained"]
-    source_scores = {("eval_source", name) for name in evaluated}
-    # The head-less backbone's target score is a k-NN too; trained heads are not touched.
-    assert scheduled(workdir, changed) == source_scores | {("eval_target", "pretrained"), ("report", None)}
+def test_changing_knn_settings_reruns_only_the_source_scores(finished):
+    project, _ = finished
+
+    def change(cfg):
+        cfg["source"]["temperature"] = 0.1
+
+    expected = jobs(*[("eval_source", name) for name in EXPERIMENTS if name != "linear"],
+                    *[("eval_curve", name) for name in EXPERIMENTS],
+                    ("eval_source_pretrained", None), ("eval_target_pretrained", None), ("report", None))
+    assert planned(project, edited(project, change, "knn.yaml")) == expected
 
 
-def test_a_pulled_copy_reruns_nothing_and_still_sees_edits(finished):
-    workdir, config = finished
-    scheduled(workdir, config)  # back to the config the outputs were made with
-    pull_like(workdir)
-    assert scheduled(workdir, config) == set()
-    cfg = small_config()
-    cfg["experiments"][0].setdefault("train", {})["lr"] = 0.02  # linear
-    edited = write_config(workdir, cfg, "edited_after_pull.yaml")
-    assert scheduled(workdir, edited) == experiment_jobs("linear") | {("report", None)}
+def pull_like(folder: Path) -> None:
+    """What a fresh clone + `dvc pull` leaves: no Snakemake metadata, every file re-dated in random order."""
+    shutil.rmtree(folder / ".snakemake")
+    files = list(folder.rglob("*"))
+    random.Random(0).shuffle(files)
+    pulled = time.time() - 3600
+    for offset, path in enumerate(files):
+        os.utime(path, (pulled + offset, pulled + offset))
 
 
-def refused(workdir: Path, config: Path, *args) -> str:
-    """Run a dry run that must fail; return what Snakemake printed."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(config), "--cores", "1", "--dry-run", "all", *args],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert done.returncode != 0
-    return done.stdout + done.stderr
+def test_a_pulled_copy_reruns_nothing_and_still_sees_edits(finished, tmp_path):
+    project, config = finished
+    copy_ = tmp_path / "pulled"
+    shutil.copytree(project, copy_, symlinks=True)
+    pull_like(copy_)
+    assert planned(copy_, copy_ / config.relative_to(project)) == Counter()
+
+    def change(cfg):
+        cfg["experiments"][1].setdefault("train", {})["lr"] = 0.02  # linear
+
+    assert planned(copy_, edited(copy_, change, "edited_after_pull.yaml")) == (
+        experiment_jobs("linear") + jobs(("report", None)))
+
+
+# ---------------------------------------------------------------- plans touch nothing
+
+
+def snapshot(folder: Path) -> dict:
+    """Every path under `folder` with its size and modification time (what any write would change).
+
+    Snakemake's own state folder, .snakemake/, is left out: Snakemake creates it on every invocation and a
+    dry run stores its input/output cache there (git- and DVC-ignored; it never holds results or settings).
+    """
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if ".snakemake" not in p.relative_to(folder).parts}
+
+
+@pytest.mark.parametrize("flags", [["-n"], ["--lint"], ["--dag"], ["--rulegraph"], ["--summary"]])
+def test_planning_writes_nothing_in_a_fresh_clone_or_a_finished_one(finished, tmp_path, flags):
+    fresh = slurmctl.make_project(tmp_path / "fresh")
+    for project, config in ((fresh, Path("config/config.yaml")), (finished[0], finished[1])):
+        before = snapshot(project)
+        slurmctl.snakemake(project, "all", *flags, "--cores", "1", "--configfile", config, timeout=300)
+        assert snapshot(project) == before, (project, flags)
+
+
+# ---------------------------------------------------------------- the report a researcher forwards
+
+
+def test_snakemake_report_holds_the_table_the_figures_and_their_captions(finished, tmp_path):
+    project, config = finished
+    html = tmp_path / "report.html"
+    slurmctl.snakemake(project, "--report", html, "--configfile", config, timeout=600)
+    text = html.read_text()
+    folder = results(project)
+    for name in ("table.csv", "per_seed.csv", "tradeoff.png", "curve.csv", "curve.png"):
+        content = base64.b64encode((folder / name).read_bytes()).decode()
+        assert content[:2000] in text, f"{name} is not embedded in the report"
+    for caption in ("The results table", "Every single run", "Stability-plasticity trade-off", "Forgetting over"):
+        assert caption in text, caption
+    assert "how much fine-tuning" in text  # the workflow description
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def refused(project, config, *args) -> str:
+    result = slurmctl.snakemake(project, "-n", "all", "--cores", "1", "--configfile", *config, *args,
+                                check=False, timeout=300)
+    assert result.returncode != 0, result.stdout
+    return result.stdout
 
 
 def test_an_invalid_config_stops_before_any_job_with_one_message(tmp_path):
-    cfg = small_config()
+    project = slurmctl.make_project(tmp_path / "p")
+    cfg = demo_grid()
     cfg["experiments"][0]["method"] = "lorra"
-    config = write_config(tmp_path, cfg, "bad.yaml")
-    assert "bad.yaml: experiments[0].method: 'lorra' is not one of" in refused(tmp_path, config)
-    assert not (tmp_path / "results").exists()
+    config = slurmctl.write_config(project, cfg, "bad.yaml")
+    assert "bad.yaml: experiments[0].method: 'lorra' is not one of" in refused(project, [config])
+    assert not (project / "results").exists()
 
 
-def test_command_line_overrides_are_refused_not_ignored(tmp_path):
-    config = write_config(tmp_path, small_config(), "small.yaml")
-    assert "--config name: not read" in refused(tmp_path, config, "--config", "name=other")
+@pytest.mark.parametrize("name", ["..", "../../etc", "."])
+def test_a_hostile_name_is_refused_before_anything_is_written(tmp_path, name):
+    project = slurmctl.make_project(tmp_path / "p")
+    cfg = demo_grid()
+    cfg["experiments"][1]["name"] = name
+    config = slurmctl.write_config(project, cfg, "hostile.yaml")
+    assert f"experiments[1].name: {name!r} is not a safe name" in refused(project, [config])
+    study = copy.deepcopy(demo_grid())
+    study["name"] = name
+    config = slurmctl.write_config(project, study, "hostile_study.yaml")
+    assert f"name: {name!r} is not a safe name" in refused(project, [config])
+    assert sorted(p.name for p in project.iterdir()) == sorted(p.name for p in slurmctl.make_project(
+        tmp_path / "clean").iterdir())
 
 
-def _lock() -> dict:
-    pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
-        name, sep, version = line.split("#")[0].split(";")[0].strip().partition("==")
-        if sep:
-            pins[canonical(name)] = version.strip()
-    return pins
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def test_the_conda_env_pins_every_runtime_dependency_as_the_lock_does():
-    """envs/vitpeft.yaml (for --sdm conda) must install what the lock pins, transitive dependencies included."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
-
-    env = yaml.safe_load((REPO / "envs" / "vitpeft.yaml").read_text())
-    assert "python=3.11" in env["dependencies"]
-    pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
-    pinned = {canonical(name): version for name, _, version in (line.partition("==") for line in pip)}
-    lock = _lock()
-    assert {name: lock.get(name) for name in pinned} == pinned  # every pin is the lock's
-    needed, todo = set(), ["vitpeft"]
-    while todo:  # vitpeft's runtime closure as installed from the lock
-        for text in metadata.distribution(todo.pop()).requires or []:
-            requirement = Requirement(text)
-            name = canonical(requirement.name)
-            if (requirement.marker is None or requirement.marker.evaluate({"extra": ""})) and name not in needed:
-                if name in lock:
-                    needed.add(name)
-                    todo.append(requirement.name)
-    assert needed <= set(pinned), f"missing from envs/vitpeft.yaml: {sorted(needed - set(pinned))}"
+def test_command_line_overrides_and_two_configfiles_are_refused_not_merged(tmp_path):
+    project = slurmctl.make_project(tmp_path / "p")
+    config = slurmctl.write_config(project, demo_grid())
+    assert "--config name: not read" in refused(project, [config], "--config", "name=other")
+    assert "give one --configfile, not 2" in refused(project, [config, project / "config" / "demo.yaml"])

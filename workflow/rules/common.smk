@@ -51,6 +51,15 @@ wildcard_constraints:
     split="bank|queries",
 
 
+def shard_cache(wildcards, output):
+    """The ImageNet cache folder a shard or index job writes into: two levels above its first output."""
+    return os.path.dirname(os.path.dirname(output[0]))
+
+
+def report_folder(wildcards, output):
+    return os.path.dirname(output[0])
+
+
 def words(values):
     return " ".join(str(value) for value in values)
 
@@ -163,7 +172,8 @@ def _md5_args(info):
 
 def download_target_args(wildcards):
     info = target_node(wildcards).info
-    return f"--dataset {info['kind']}" + (f" --mirror {info['mirror']}" if info["mirror"] else "") + _md5_args(info)
+    mirror = f" --mirror {info['mirror']}" if info["mirror"] else ""
+    return f"--dataset {info['kind']}{mirror}{_md5_args(info)}"
 
 
 def prepare_target_inputs(wildcards):
@@ -176,7 +186,7 @@ def prepare_target_args(wildcards):
     info = target_node(wildcards).info
     root = info.get("downloads") or info["root"]
     sized = "" if info["native"] else f" --size {info['size']}"
-    return f"--dataset {info['kind']} --root {root}{sized}" + _md5_args(info)
+    return f"--dataset {info['kind']} --root {root}{sized}{_md5_args(info)}"
 
 
 def imagenet_split(wildcards):

@@ -82,6 +82,7 @@ if PLAN.imagenet_shards():
             split=imagenet_split,
             per_class=imagenet_per_class,
             size=f"--resize {CFG['source']['resize']} --crop {CFG['source']['crop']}",
+            out=shard_cache,
         threads: resource("shard", "cpus")
         resources:
             cpus_per_task=resource("shard", "cpus"),
@@ -91,7 +92,7 @@ if PLAN.imagenet_shards():
             ENV
         shell:
             "vitpeft prepare-imagenet-shard --root {params.root} --split {params.split} --shard {wildcards.index}"
-            " --shards {wildcards.total} --out {IMAGENET} {params.per_class} {params.size} --workers {threads}"
+            " --shards {wildcards.total} --out {params.out} {params.per_class} {params.size} --workers {threads}"
             " > {log} 2>&1"
 
     rule index_imagenet:
@@ -103,11 +104,13 @@ if PLAN.imagenet_shards():
             queries=f"{IMAGENET}/queries/meta.json",
         log:
             f"{LOGS}/index_imagenet-{PLAN.source.key}.log",
+        params:
+            out=shard_cache,
+            shards=f"--shards {SHARDS['bank']} --query-shards {SHARDS['queries']}",
         conda:
             ENV
         shell:
-            "vitpeft index-imagenet --out {IMAGENET} --shards {SHARDS[bank]} --query-shards {SHARDS[queries]}"
-            " > {log} 2>&1"
+            "vitpeft index-imagenet --out {params.out} {params.shards} > {log} 2>&1"
 
     localrules:
         index_imagenet,

@@ -47,6 +47,7 @@ rule eval_target_pretrained:
         f"{BENCH}/eval_target/{{dataset}}/{PRETRAINED}-{{key}}.tsv"
     params:
         config=CONFIG,
+        pretrained=PRETRAINED,
         test=target_test,
         key=pretrained_target_key,
         knn=KNN_ARGS,
@@ -56,7 +57,7 @@ rule eval_target_pretrained:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} vitpeft eval-target --config {params.config} --experiment {PRETRAINED}"
+        "OMP_NUM_THREADS={threads} vitpeft eval-target --config {params.config} --experiment {params.pretrained}"
         " --dataset {wildcards.dataset} --data {params.test} {params.knn} --out {output.metrics} > {log} 2>&1"
 
 
@@ -74,6 +75,7 @@ if PLAN.features is not None:
             f"{BENCH}/extract_features-{PLAN.features.key}.tsv"
         params:
             config=CONFIG,
+            pretrained=PRETRAINED,
             bank=PLAN.source.info["bank"],
             queries=PLAN.source.info["queries"],
             norm=NORM_ARGS,
@@ -83,7 +85,7 @@ if PLAN.features is not None:
         conda:
             ENV
         shell:
-            "OMP_NUM_THREADS={threads} vitpeft extract-features --config {params.config} --experiment {PRETRAINED}"
+            "OMP_NUM_THREADS={threads} vitpeft extract-features --config {params.config} --experiment {params.pretrained}"
             " --bank {params.bank} --queries {params.queries} {params.norm} --out {output.features} > {log} 2>&1"
 
     rule eval_source_pretrained:
@@ -95,6 +97,7 @@ if PLAN.features is not None:
             f"{LOGS}/eval_source/{PRETRAINED}-{PLAN.pretrained_source.key}.log",
         params:
             config=CONFIG,
+            pretrained=PRETRAINED,
             bank=PLAN.source.info["bank"],
             queries=PLAN.source.info["queries"],
             features=PLAN.features.path,
@@ -105,7 +108,7 @@ if PLAN.features is not None:
         conda:
             ENV
         shell:
-            "OMP_NUM_THREADS={threads} vitpeft eval-source --config {params.config} --experiment {PRETRAINED}"
+            "OMP_NUM_THREADS={threads} vitpeft eval-source --config {params.config} --experiment {params.pretrained}"
             " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
             " {params.knn} --out {output.metrics} > {log} 2>&1"
 

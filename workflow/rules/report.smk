@@ -20,10 +20,11 @@ rule report:
         f"{LOGS}/report-{PLAN.report.key}.log",
     params:
         config=CONFIG,
+        out=report_folder,
     conda:
         ENV
     shell:
-        "vitpeft report --config {params.config} --out {RESULTS} --provenance {output.provenance} > {log} 2>&1"
+        "vitpeft report --config {params.config} --out {params.out} --provenance {output.provenance} > {log} 2>&1"
 
 
 localrules:
