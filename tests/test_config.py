@@ -268,3 +268,22 @@ def test_target_dataset_settings_are_checked_naming_the_key(target, message):
 
 def test_the_safe_name_pattern_is_the_schemas():
     assert schema.SAFE_NAME.pattern == schema.schema()["$defs"]["safe_name"]["pattern"].strip("^$")
+
+
+def test_an_unknown_timm_architecture_is_refused_when_the_config_is_read():
+    raw = paper_raw()
+    raw["backbone"] = {"model": {"name": "vit_base_patch16_2244"}, "url": "https://example.org/w.pth"}
+    assert error_of(raw).startswith("config: backbone.model: cannot build model 'vit_base_patch16_2244'")
+
+
+def test_a_preset_fills_the_backbone_and_the_source_normalisation_but_what_is_written_wins():
+    raw = paper_raw()
+    raw["backbone"] = {"preset": "sup_vitb16_in21k"}
+    cfg = config.load(raw)
+    assert cfg["backbone"]["layout"] == "npz" and cfg["backbone"]["url"].endswith("ViT-B_16.npz")
+    assert cfg["source"]["mean"] == cfg["source"]["std"] == [0.5, 0.5, 0.5]
+    raw["backbone"]["timm_hub"] = "timm/vit_base_patch16_224.orig_in21k"
+    assert config.load(raw)["backbone"]["layout"] == "timm"  # the hub copy is in timm's names
+    raw["source"]["mean"] = [0.4, 0.4, 0.4]
+    assert config.load(raw)["source"]["mean"] == [0.4, 0.4, 0.4]
+    assert "backbone.preset: unknown backbone preset 'dino_vitb17'" in error_of(paper_raw(backbone={"preset": "dino_vitb17"}))
