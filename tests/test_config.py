@@ -287,3 +287,9 @@ def test_a_preset_fills_the_backbone_and_the_source_normalisation_but_what_is_wr
     raw["source"]["mean"] = [0.4, 0.4, 0.4]
     assert config.load(raw)["source"]["mean"] == [0.4, 0.4, 0.4]
     assert "backbone.preset: unknown backbone preset 'dino_vitb17'" in error_of(paper_raw(backbone={"preset": "dino_vitb17"}))
+
+
+def test_a_backbone_without_weights_is_refused_naming_the_keys():
+    raw = paper_raw(backbone={"preset": None, "url": None, "timm_hub": None, "checkpoint": None})
+    assert error_of(raw) == ("config: backbone: no weights: set backbone.url, backbone.timm_hub or "
+                             "backbone.checkpoint (a local file), or backbone.preset")

@@ -17,7 +17,7 @@ from vitpeft.errors import VitpeftError
 
 VIT_B = {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}
 
-# The paper's grid (PROTOCOL.md): our exact counts, and the paper's printed figure.
+# The paper's grid (docs/protocol.md): our exact counts, and the paper's printed figure.
 PAPER_GRID = {
     "full": ("full", {}, 85_875_556),
     "top3": ("topk", {"k": 3}, 21_342_052),
@@ -108,7 +108,7 @@ def test_the_paper_config_counts_every_experiment_exactly_beside_the_papers_figu
         name: expected for name, (_, _, expected) in PAPER_GRID.items()}
     assert {name: row["method"] for name, row in rows.items()} == {
         name: method for name, (method, _, _) in PAPER_GRID.items()}
-    assert rows["lora_r8"]["paper"] == "448000"  # the paper's figure, head counted twice (PROTOCOL.md)
+    assert rows["lora_r8"]["paper"] == "448000"  # the paper's figure, head counted twice (docs/protocol.md)
     assert rows["linear"]["paper"] == "76900"
 
 

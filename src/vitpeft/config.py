@@ -32,6 +32,7 @@ def load(source) -> dict:
     _check_workflow_filled(raw, where)
     _apply_preset(raw, where)
     cfg = schema.apply(raw, where)
+    _check_backbone(cfg, where)
     _check_experiments(cfg, where)
     _check_methods(cfg, where)
     _check_curve(cfg, where)
@@ -73,6 +74,15 @@ def _apply_preset(raw: dict, where: str) -> None:
     if isinstance(source, dict):
         source.setdefault("mean", preset["mean"])
         source.setdefault("std", preset["std"])
+
+
+def _check_backbone(cfg: dict, where: str) -> None:
+    backbone = cfg["backbone"]
+    if not (backbone["pretrain"] or backbone["checkpoint"] or backbone["url"] or backbone["timm_hub"]):
+        raise VitpeftError(
+            f"{where}: backbone: no weights: set backbone.url, backbone.timm_hub or backbone.checkpoint "
+            "(a local file), or backbone.preset"
+        )
 
 
 def _check_workflow_filled(raw, where: str) -> None:
