@@ -116,13 +116,9 @@ class Plan:
         if backbone["timm_hub"]:
             key = key_of("timm_hub", backbone["timm_hub"], layout)
             name = backbone["timm_hub"].replace("/", "_") + ".safetensors"
-        elif backbone["url"]:
+        else:  # config.load refused a backbone with no source of weights
             key = key_of("url", backbone["url"], backbone["sha256"], layout)
             name = PurePosixPath(backbone["url"].split("?")[0]).name or "checkpoint.pth"
-        else:
-            raise VitpeftError(
-                "backbone: no weights: set backbone.url, backbone.timm_hub or backbone.checkpoint (a local file)"
-            )
         folder = inside(self.data, "backbone", key)
         return Node(key, f"{folder}/{_checkpoint_name(name)}", (), {"rule": "fetch", "layout": layout})
 
