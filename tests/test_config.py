@@ -242,7 +242,8 @@ def test_paper_figures_ride_along():
 def test_demo_config_is_the_same_grid_offline():
     cfg = config.load(DEMO)
     plan = Plan(cfg)
-    assert [name for _, name, _ in plan.runs] == PAPER_NAMES
+    assert list(dict.fromkeys(name for _, name, _ in plan.runs)) == PAPER_NAMES
+    assert cfg["seeds"] == [0, 1] and plan.curve_steps() == [0, 10, 30, 100, 300]
     assert cfg["backbone"]["pretrain"] and cfg["target"]["datasets"] == ["synthetic"]
     run = plan.find("synthetic", "full", 0)
     assert run.spec["data"]["train"] == f"{plan.synthetic.path}/target/train"

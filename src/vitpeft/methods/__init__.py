@@ -7,22 +7,23 @@ context manager giving the source-domain view.
 """
 
 import contextlib
+import importlib
 
 import torch
 from torch import nn
 
-from vitpeft.errors import VitpeftError
-from vitpeft.methods import block_expansion, full, generic_peft, linear, lora, lora_qkv, topk
 from vitpeft import method_args
+from vitpeft.errors import VitpeftError
 
+# method name -> its module in this package, imported when first used (peft costs a second per job).
 REGISTRY = {
-    "full": full,
-    "topk": topk,
-    "linear": linear,
-    "lora": lora,
-    "lora_qkv": lora_qkv,
-    "block_expansion": block_expansion,
-    "peft": generic_peft,
+    "full": "full",
+    "topk": "topk",
+    "linear": "linear",
+    "lora": "lora",
+    "lora_qkv": "lora_qkv",
+    "block_expansion": "block_expansion",
+    "peft": "generic_peft",
 }
 METHOD_ATTR = "vitpeft_method"  # set on a model by apply()
 
@@ -30,14 +31,14 @@ METHOD_ATTR = "vitpeft_method"  # set on a model by apply()
 def module_for(method: str):
     if method not in REGISTRY:
         raise VitpeftError(f"unknown method {method!r} (known: {', '.join(REGISTRY)})")
-    return REGISTRY[method]
+    return importlib.import_module(f"vitpeft.methods.{REGISTRY[method]}")
 
 
 def check(method: str, args: dict, depth: int):
     """Validate a method's arguments for a model with `depth` blocks (peft's own fields too); return its config."""
     cfg = method_args.check(method, args, depth)
     if method == "peft":
-        generic_peft.peft_config(cfg)
+        module_for(method).peft_config(cfg)
     return cfg
 
 
@@ -90,7 +91,7 @@ def routed(model: nn.Module):
     out; full, topk and linear have no such view (None). Restored on exit.
     """
     method = getattr(model, METHOD_ATTR, None)
-    view = getattr(REGISTRY[method], "routed", None) if method else None
+    view = getattr(module_for(method), "routed", None) if method else None
     if view is None:
         yield None
         return
