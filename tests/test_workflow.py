@@ -36,10 +36,13 @@ NAME = "wf"
 EXPERIMENTS = ["full", "linear", "lora_r4", "block_p1"]
 CHANCE = 100 / 10  # the synthetic target domain has 10 classes
 
-# Margins measured over seeds 0, 1 and 2 of this very grid (demo.yaml's settings; the closing note of the
-# change that added them gives the figures): the smallest observed, minus a safety allowance.
-LEARNS_OVER_PRETRAINED_KNN = 3.0  # smallest observed gap: linear probing vs the untouched backbone's k-NN
-FORGETS_AT_LEAST = 20.0  # the bar; observed full vs linear source gap is far larger
+# Margins measured over seeds 0, 1 and 2 of this grid with demo.yaml's settings (2 CPU cores, 2026-11-21):
+# - target: the untouched backbone's k-NN scores 48.3; linear probing 54.3 / 53.5 / 54.5 (the smallest gap,
+#   5.2 points), lora_r4 86.5 / 86.7 / 89.3, block_p1 86.4 / 87.8 / 87.3, full 98.7 / 98.3 / 98.4;
+# - source: linear probing keeps 87.1 exactly; full fine-tuning ends at 31.0 / 30.9 / 30.8 (56 points below).
+# The bars sit well inside what every seed cleared.
+LEARNS_OVER_PRETRAINED_KNN = 3.0
+FORGETS_AT_LEAST = 20.0
 
 
 def demo_grid() -> dict:
