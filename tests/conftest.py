@@ -38,3 +38,33 @@ def make_dataset(tmp_path):
         return folder
 
     return make
+
+
+# ---------------------------------------------------------------- the demo-scale study, run once per session
+
+WORKFLOW_NAME = "wf"
+WORKFLOW_EXPERIMENTS = ["full", "linear", "lora_r4", "block_p1"]
+
+
+def demo_grid() -> dict:
+    """config/demo.yaml's settings (300 steps, the 5-point curve) on four of its rows, one seed."""
+    import yaml
+
+    from slurmctl import REPO
+
+    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    cfg["name"] = WORKFLOW_NAME
+    cfg["seeds"] = [0]
+    cfg["experiments"] = [exp for exp in cfg["experiments"] if exp["name"] in WORKFLOW_EXPERIMENTS]
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """A project copy in which the demo-scale grid has run to the end (shared by the workflow and docs tests)."""
+    import slurmctl
+
+    project = slurmctl.make_project(tmp_path_factory.mktemp("workflow") / "project")
+    config = slurmctl.write_config(project, demo_grid())
+    slurmctl.snakemake(project, "all", "--cores", "2", "--configfile", config, timeout=1500)
+    return project, config

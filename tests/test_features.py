@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_MODEL
 from runs import make_spec, perturb, random_dataset, write_checkpoint, write_run, write_spec
 
-from vitpeft import cli, evaluate, features, store
+from vitpeft import cli, evaluate, store
 
 KS = (1, 5, 20)
 

@@ -1,6 +1,6 @@
 """The real Snakemake workflow at demo scale: the science holds, reruns touch only what changed, plans touch nothing.
 
-One module-scoped run of config/demo.yaml's settings (synthetic domains, the
+One session-scoped run (the `finished` fixture in conftest.py) of config/demo.yaml's settings (synthetic domains, the
 tiny ViT pretrained on the source domain, 300 steps, the 5-point curve) on
 four of its rows feeds every test. The science tests assert what the demo
 exists to show; the rerun checks are dry runs against its outputs, in the
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 import slurmctl
-from slurmctl import REPO
+from conftest import WORKFLOW_EXPERIMENTS as EXPERIMENTS
+from conftest import WORKFLOW_NAME as NAME
+from conftest import demo_grid
 
 pytestmark = pytest.mark.workflow
 
@@ -32,8 +33,7 @@ def planned(project, config) -> Counter:
     jobs.pop(("all", ""), None)
     return jobs
 
-NAME = "wf"
-EXPERIMENTS = ["full", "linear", "lora_r4", "block_p1"]
+
 CHANCE = 100 / 10  # the synthetic target domain has 10 classes
 
 # Margins measured over seeds 0, 1 and 2 of this grid with demo.yaml's settings (2 CPU cores, 2026-11-21):
@@ -43,23 +43,6 @@ CHANCE = 100 / 10  # the synthetic target domain has 10 classes
 # The bars sit well inside what every seed cleared.
 LEARNS_OVER_PRETRAINED_KNN = 3.0
 FORGETS_AT_LEAST = 20.0
-
-
-def demo_grid() -> dict:
-    cfg = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    cfg["name"] = NAME
-    cfg["seeds"] = [0]
-    cfg["experiments"] = [exp for exp in cfg["experiments"] if exp["name"] in EXPERIMENTS]
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A project copy in which the demo-scale grid has run to the end."""
-    project = slurmctl.make_project(tmp_path_factory.mktemp("workflow") / "project")
-    config = slurmctl.write_config(project, demo_grid())
-    slurmctl.snakemake(project, "all", "--cores", "2", "--configfile", config, timeout=1500)
-    return project, config
 
 
 def results(project) -> Path:

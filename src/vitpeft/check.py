@@ -72,7 +72,7 @@ def _imagenet(plan: Plan) -> Finding | None:
     hint = "set source.imagenet_dir to your ILSVRC2012 copy (train/ and val/ class folders), or source.enabled: false"
     if root is None:
         return Finding(FAIL, "imagenet", f"source.imagenet_dir is not set; {hint}")
-    from vitpeft.datasets import check_imagenet
+    from vitpeft.imagenet import check_imagenet
 
     try:
         counts = check_imagenet(root)

@@ -17,7 +17,6 @@ import numpy as np
 from vitpeft import store
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import atomic_path
-from vitpeft.imagenet import check_imagenet, prepare_imagenet  # noqa: F401  (moved there; still importable here)
 
 CIFAR_MEMBERS = {"train": "cifar-100-python/train", "test": "cifar-100-python/test", "meta": "cifar-100-python/meta"}
 CIFAR_CLASSES = 100
