@@ -3,7 +3,7 @@
 CIFAR-100 is read straight from its python-pickle archive (the safe pickle
 reader is shared with vitpeft.targets, which reads CIFAR-10/100 as
 torchvision extracts them). ImageNet lives in vitpeft.imagenet (sharded,
-one job per shard); its entry points stay importable from here.
+one job per shard).
 """
 
 import io
