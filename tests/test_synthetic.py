@@ -98,7 +98,7 @@ def test_bad_settings_are_refused_by_name():
 def test_make_synthetic_writes_four_prepared_splits(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(
-        "name: t\nbackbone: {pretrain: true}\ntarget: {dataset: synthetic, num_classes: 4}\n"
+        "name: t\nbackbone: {pretrain: true}\ntarget: {datasets: [synthetic]}\n"
         "source: {dataset: synthetic}\n"
         "synthetic: {source_classes: 5, target_classes: 4, train_per_class: 6, test_per_class: 3, image_size: 16}\n"
         "experiments: [{name: lin, method: linear}]\n"
