@@ -6,7 +6,8 @@
 - `truncated/`: send only half of the bytes, then close the connection, as a dropped transfer does;
 - `nolength/`: send no Content-Length (the body ends when the connection closes);
 - `drip/`: send one byte every DRIP_S seconds, as a stalled link does, never silent long
-  enough for a per-read timeout.
+  enough for a per-read timeout;
+- `headdrip/`: the same, but in the headers: the status line and headers never end.
 
 `serve(folder, requests)` appends each request's path to the list `requests`.
 """
@@ -18,7 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-BEHAVIOURS = ("truncated", "nolength", "drip")
+BEHAVIOURS = ("truncated", "nolength", "drip", "headdrip")
+HEADDRIP_S = 30  # for how long `headdrip/` keeps sending header bytes
 DRIP_S = 0.05
 
 
@@ -44,6 +46,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self._send(file.read_bytes(), behaviours)
 
     def _send(self, data: bytes, behaviours: set) -> None:
+        if "headdrip" in behaviours:
+            return self._drip_headers()
         self.send_response(200)
         if "nolength" not in behaviours:
             self.send_header("Content-Length", str(len(data)))
@@ -61,6 +65,19 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up: what the test wanted
         self.close_connection = True
+
+    def _drip_headers(self) -> None:
+        self.close_connection = True
+        header = b"HTTP/1.1 200 OK\r\nX-Padding: "
+        try:
+            self.wfile.write(header)
+            ends = time.monotonic() + HEADDRIP_S
+            while time.monotonic() < ends:
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(DRIP_S)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up: what the test wanted
 
 
 @contextlib.contextmanager

@@ -122,6 +122,17 @@ def test_a_slow_drip_trips_the_overall_deadline(served, capsys):
     assert list(served.dest.iterdir()) == []
 
 
+def test_headers_that_never_end_trip_the_overall_deadline(served, capsys):
+    # headers longer than http.client's line limit would end it early: keep the drip under it
+    url, out = f"{served.url}/headdrip/blob.bin", served.dest / "blob.bin"
+    started = time.monotonic()
+    message = refusal(["download", "--url", url, "--out", str(out), "--deadline", "1"], capsys)
+    assert time.monotonic() - started < 5
+    assert f"download of {url} passed its deadline of 1 s after 0 bytes" in message
+    assert f"nothing was written to {out}" in message
+    assert list(served.dest.iterdir()) == []
+
+
 def test_http_error_names_url_and_status(served):
     with pytest.raises(VitpeftError, match=rf"{served.url}/missing.bin failed: HTTP 404"):
         download.download(f"{served.url}/missing.bin", served.dest / "missing.bin")

@@ -10,7 +10,9 @@ transfer leaves nothing behind, so a rerun simply downloads again.
 import hashlib
 import http.client
 import os
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -30,8 +32,8 @@ SCHEMES = ("http", "https")
 def download(url: str, out, md5: str | None = None, sha256: str | None = None, deadline_s: float = DEADLINE_S) -> Path:
     """Download `url` to `out`, verifying `md5` and/or `sha256` when given, else the declared length.
 
-    Gives up after `deadline_s` seconds in all (checked between reads, so it can
-    run over by one read's wait, at most min(TIMEOUT_S, deadline_s)).
+    Gives up after `deadline_s` seconds in all, headers included: at the
+    deadline the connection is shut, whatever it is waiting for.
     """
     out = Path(out)
     expected = _checked_request(url, out, deadline_s, md5=md5, sha256=sha256)
@@ -66,16 +68,15 @@ def _checked_request(url: str, out: Path, deadline_s: float, **checksums) -> dic
 
 def _download_to(url: str, tmp: Path, out: Path, expected: dict, deadline_s: float) -> None:
     """Stream `url` into `tmp` and verify it; errors name `url` and `out`, never `tmp`."""
-    deadline = time.monotonic() + deadline_s
-    with open(tmp, "wb") as sink:  # opened first: an unwritable destination fails before any transfer
-        with _open(url, out, deadline, deadline_s) as response:
+    with open(tmp, "wb") as sink, _Watchdog(deadline_s) as watchdog:  # an unwritable destination fails first
+        with _open(url, out, watchdog, deadline_s) as response:
             declared = _declared_length(response)
             if declared is None and not expected:
                 raise VitpeftError(
                     f"{url} declares no Content-Length, so a transfer cut short could not be told from a whole "
                     f"file; nothing was written to {out}: give its checksum (--md5 or --sha256) to download it"
                 )
-            digests, received = _stream(response, sink, url, out, deadline, deadline_s)
+            digests, received = _stream(response, sink, url, out, watchdog, deadline_s)
     if declared is not None and received != declared:
         raise VitpeftError(
             f"download of {url} is truncated: got {received} of {declared} bytes (the connection was cut); "
@@ -89,18 +90,80 @@ def _download_to(url: str, tmp: Path, out: Path, expected: dict, deadline_s: flo
             )
 
 
-def _open(url: str, out: Path, deadline: float, deadline_s: float):
+class _Watchdog:
+    """Shuts every connection it opened once `deadline_s` has passed.
+
+    A per-read timeout never trips on a server that sends a byte every few
+    seconds, in its headers or its body; shutting the socket from a timer ends
+    whichever read is waiting, so the deadline holds to the second.
+    """
+
+    def __init__(self, deadline_s: float):
+        self.deadline = time.monotonic() + deadline_s
+        self.sockets: list[socket.socket] = []
+        self.fired = False
+        self._timer = threading.Timer(deadline_s, self._shut)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+    @property
+    def expired(self) -> bool:
+        return self.fired or time.monotonic() > self.deadline
+
+    def _shut(self) -> None:
+        self.fired = True
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def opener(self):
+        """A urllib opener whose connections (redirects included) this watchdog can shut."""
+        watched = self
+
+        def connection(base):
+            class Watched(base):
+                def connect(self):
+                    super().connect()
+                    watched.sockets.append(self.sock)
+                    if watched.fired:  # connected just after the timer ran
+                        watched._shut()
+            return Watched
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(connection(http.client.HTTPConnection), req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(connection(http.client.HTTPSConnection), req, context=self._context)
+
+        return urllib.request.build_opener(HTTP, HTTPS)
+
+
+def _open(url: str, out: Path, watchdog: _Watchdog, deadline_s: float):
     try:
-        return urllib.request.urlopen(url, timeout=min(TIMEOUT_S, deadline_s))
+        response = watchdog.opener().open(url, timeout=min(TIMEOUT_S, deadline_s))
     except urllib.error.HTTPError as error:
         raise VitpeftError(f"download of {url} failed: HTTP {error.code} {error.reason}; check the URL") from None
     except (OSError, http.client.HTTPException) as error:  # refused, unreachable, timed out, garbled headers
-        if time.monotonic() > deadline:
+        if watchdog.expired:
             raise _past_deadline(url, out, 0, deadline_s) from None
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
         raise VitpeftError(
             f"download of {url} failed: {_reason(reason)}; check the URL and that this machine can reach it"
         ) from None
+    if watchdog.expired:  # headers cut short by the watchdog can still parse
+        response.close()
+        raise _past_deadline(url, out, 0, deadline_s)
+    return response
 
 
 def _declared_length(response) -> int | None:
@@ -111,23 +174,25 @@ def _declared_length(response) -> int | None:
     return length if length >= 0 else None
 
 
-def _stream(response, sink, url: str, out: Path, deadline: float, deadline_s: float):
+def _stream(response, sink, url: str, out: Path, watchdog: _Watchdog, deadline_s: float):
     """Copy the body into `sink`; return its md5 and sha256 digests and its length."""
     digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
     received, next_report = 0, REPORT_EVERY
     while True:
-        if time.monotonic() > deadline:
+        if watchdog.expired:
             raise _past_deadline(url, out, received, deadline_s)
         try:
-            block = response.read1(BLOCK)  # what has arrived, so the deadline is checked even on a slow drip
+            block = response.read1(BLOCK)
         except (OSError, http.client.HTTPException) as error:
-            if time.monotonic() > deadline:
+            if watchdog.expired:
                 raise _past_deadline(url, out, received, deadline_s) from None
             raise VitpeftError(
                 f"download of {url} broke off after {received} bytes ({_reason(error)}); "
                 f"nothing was written to {out}: run it again"
             ) from None
         if not block:
+            if watchdog.expired:  # the watchdog shut the socket: an end, but not the file's
+                raise _past_deadline(url, out, received, deadline_s)
             return digests, received
         sink.write(block)
         for digest in digests.values():
