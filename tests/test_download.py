@@ -112,24 +112,15 @@ def test_with_a_checksum_no_length_is_fine_and_a_cut_body_is_caught(served, caps
     assert list(served.dest.iterdir()) == []
 
 
-def test_a_slow_drip_trips_the_overall_deadline(served, capsys):
-    url, out = f"{served.url}/drip/blob.bin", served.dest / "blob.bin"
-    started = time.monotonic()
-    message = refusal(["download", "--url", url, "--out", str(out), "--deadline", "1"], capsys)
-    assert time.monotonic() - started < 10
-    assert f"download of {url} passed its deadline of 1 s" in message and f"nothing was written to {out}" in message
-    assert "--deadline" in message
-    assert list(served.dest.iterdir()) == []
-
-
-def test_headers_that_never_end_trip_the_overall_deadline(served, capsys):
-    # headers longer than http.client's line limit would end it early: keep the drip under it
-    url, out = f"{served.url}/headdrip/blob.bin", served.dest / "blob.bin"
+@pytest.mark.parametrize("where", ["drip", "headdrip"], ids=["body", "headers"])
+def test_a_slow_drip_trips_the_overall_deadline(served, capsys, where):
+    # a byte every 50 ms never trips the per-read timeout; the server drips the headers for 30 s
+    url, out = f"{served.url}/{where}/blob.bin", served.dest / "blob.bin"
     started = time.monotonic()
     message = refusal(["download", "--url", url, "--out", str(out), "--deadline", "1"], capsys)
     assert time.monotonic() - started < 5
-    assert f"download of {url} passed its deadline of 1 s after 0 bytes" in message
-    assert f"nothing was written to {out}" in message
+    assert f"download of {url} passed its deadline of 1 s" in message and f"nothing was written to {out}" in message
+    assert "--deadline" in message
     assert list(served.dest.iterdir()) == []
 
 
