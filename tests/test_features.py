@@ -70,6 +70,17 @@ def test_scores_from_the_cache_equal_scores_computed_directly(tmp_path, tiny_mod
     assert cached[from_cache] is not None
 
 
+@pytest.mark.parametrize("method, args", [("full", {}), ("topk", {"k": 1})])
+def test_a_run_with_no_view_of_the_untouched_backbone_leaves_the_cache_unread(tmp_path, tiny_model_cfg, source,
+                                                                              capsys, method, args):  # fmt: skip
+    spec = make_spec(tiny_model_cfg, method, args, checkpoint=str(source["checkpoint"]))
+    run = write_run(spec, tmp_path / "run", perturb)
+    capsys.readouterr()
+    result = score(spec, run, source, pretrained_features=source["cache"])
+    assert "feature cache" not in capsys.readouterr().err and result["pretrained_features"] is None
+    assert result["knn"] == score(spec, run, source)["knn"] and result["routed"] is None
+
+
 def test_fp16_cache_scores_equal_fp16_features_computed_directly(tmp_path, tiny_model_cfg, source):
     spec = make_spec(tiny_model_cfg, "linear", checkpoint=str(source["checkpoint"]))
     spec_file = write_spec(spec, tmp_path / "s.yaml")

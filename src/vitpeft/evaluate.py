@@ -85,11 +85,13 @@ def eval_source(
     started, device = time.monotonic(), devices.pick(device)
     data = features.load_source(bank_dir, queries_dir, mean, std, precision)
     ks = knn.check_settings(ks, temperature, len(data.bank))
+    keeps_backbone = not changes_backbone(spec, run_dir)
     untouched = None
-    if pretrained_features is not None:
+    # full and topk have no view computing the untouched backbone: reading (and hashing) the cache is waste there
+    if pretrained_features is not None and (keeps_backbone or methods.has_routed_view(spec["method"])):
         untouched = features.cached(pretrained_features, features.provenance(spec, data, device), device)
     score = lambda feats: knn_scores(data, feats, ks, temperature, device)  # noqa: E731
-    if untouched is not None and not changes_backbone(spec, run_dir):
+    if untouched is not None and keeps_backbone:
         shared, routed = score(untouched), None  # no model to load at all
     else:
         shared, routed = _model_scores(spec, run_dir, data, untouched, score, device, batch_size)

@@ -99,6 +99,11 @@ def routed(model: nn.Module):
         yield routed_model
 
 
+def has_routed_view(method: str) -> bool:
+    """Whether `method` has a source-domain view (see `routed`)."""
+    return hasattr(module_for(method), "routed")
+
+
 def count_trainable(spec: dict) -> int:
     """Trainable parameters of `spec`'s method at its model's scale, built on the meta device (no memory)."""
     from vitpeft.backbone import build_model
