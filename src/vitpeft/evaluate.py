@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from vitpeft import backbone, devices, features, knn, methods, model as models
+from vitpeft import backbone, backbones, devices, features, knn, methods, model as models
 from vitpeft.errors import VitpeftError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = tuple(backbones.IMAGENET_MEAN)
+IMAGENET_STD = tuple(backbones.IMAGENET_STD)
 HEADLINE_K = 20  # DINO's headline k
 
 

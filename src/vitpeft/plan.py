@@ -155,7 +155,9 @@ class Plan:
         """The folder each ImageNet shard job writes (vitpeft.imagenet's layout)."""
         if self.source is None or "shards" not in self.source.info:
             return []
-        return [f"{self.source.path}/{part}/shard-{index:05d}-of-{count:05d}"
+        from vitpeft.imagenet import shard_name  # numpy and PIL: imported only when ImageNet is planned
+
+        return [f"{self.source.path}/{part}/{shard_name(index, count)}"
                 for part, count in self.source.info["shards"].items() for index in range(count)]
 
     def _features(self) -> Node | None:

@@ -23,7 +23,6 @@ import functools
 import http.client
 import importlib.util
 import inspect
-import multiprocessing
 import os
 import shutil
 import sys
@@ -508,12 +507,14 @@ def _write(folder: Path, part: _Split, side: int, mapper) -> None:
 @contextlib.contextmanager
 def _mapper(workers: int | None, count: int):
     """`map`, or a process pool's ordered imap; 'spawn' workers import this module, numpy and PIL, never torch."""
-    if workers is None:  # the CPUs this process may use: a SLURM job's allocation, not the node's count
-        workers = 1 if count < POOL_MIN else min(len(os.sched_getaffinity(0)), 16)
+    from vitpeft.imagenet import available_cpus, decode_pool
+
+    if workers is None:
+        workers = 1 if count < POOL_MIN else min(available_cpus(), 16)
     if workers <= 1 or count == 0:
         yield map
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with decode_pool(workers) as pool:
         yield functools.partial(pool.imap, chunksize=64)
 
 
@@ -521,9 +522,9 @@ def _decode(path: str, side: int):
     """The image as uint8 side x side x 3 (a squash, no crop), or the error text so the parent can name the file."""
     from PIL import Image
 
+    from vitpeft.imagenet_decode import read_rgb
+
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-        return np.asarray(image.resize((side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
+        return np.asarray(read_rgb(path).resize((side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
     except Exception as error:  # PIL raises many types for bad files
         return f"{type(error).__name__}: {error}"

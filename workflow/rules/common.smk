@@ -190,7 +190,9 @@ def prepare_target_args(wildcards):
 
 
 def imagenet_split(wildcards):
-    return {"bank": "train", "queries": "val"}[wildcards.part]
+    from vitpeft.imagenet import PARTS
+
+    return {folder: split for split, folder in PARTS.items()}[wildcards.part]
 
 
 def imagenet_per_class(wildcards):

@@ -5,14 +5,13 @@ forgetting curve)."""
 import json
 
 from vitpeft import devices
+from vitpeft.backbones import IMAGENET_MEAN, IMAGENET_STD
 from vitpeft.commands import specs
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import write_json
 
 DINO_KS = [10, 20, 100, 200]
 DINO_TEMPERATURE = 0.07
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 PRECISIONS = ["fp32", "fp16"]  # vitpeft.knn.STORAGE, without importing torch to parse arguments
 
 
