@@ -16,7 +16,7 @@ from torchvision.datasets.folder import pil_loader
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from vitpeft import cli, imagenet, store
+from vitpeft import cli, imagenet, progress, store
 from vitpeft.errors import VitpeftError
 from vitpeft.imagenet_decode import decode, write_rows
 
@@ -286,18 +286,18 @@ def test_bad_shard_settings_are_refused_before_work(tmp_path, imagenet_copy, cap
 
 
 def test_progress_lines_give_count_rate_and_time_left(capsys):
-    assert imagenet.progress_line("shard 3/16 train", 12000, 83000, 56.6) == (
+    assert progress.progress_line("shard 3/16 train", 12000, 83000, 56.6) == (
         "shard 3/16 train: 12000/83000 images, 212 img/s, 5 min 35 s left"
     )
-    assert imagenet.progress_line("shard 0/1 val", 10, 20, 5) == "shard 0/1 val: 10/20 images, 2 img/s, 5 s left"
-    assert imagenet.progress_line("s", 1, 100000, 10) == "s: 1/100000 images, 0 img/s, 277 h 46 min left"
+    assert progress.progress_line("shard 0/1 val", 10, 20, 5) == "shard 0/1 val: 10/20 images, 2 img/s, 5 s left"
+    assert progress.progress_line("s", 1, 100000, 10) == "s: 1/100000 images, 0 img/s, 277 h 46 min left"
     now = [0.0]
-    progress = imagenet.Progress("shard 1/2 train", 100, every_s=30, every_n=50, clock=lambda: now[0])
+    shard = progress.Progress("shard 1/2 train", 100, every_s=30, every_n=50, clock=lambda: now[0])
     for _ in range(4):
         now[0] += 10
-        progress.advance(5)  # a line at 30 s
-    progress.advance(45)  # and one at 50 images since the last line
-    progress.finish()
+        shard.advance(5)  # a line at 30 s
+    shard.advance(45)  # and one at 50 images since the last line
+    shard.finish()
     assert capsys.readouterr().err.splitlines() == [
         "shard 1/2 train: 15/100 images, 0 img/s, 2 min 50 s left",
         "shard 1/2 train: 65/100 images, 2 img/s, 22 s left",

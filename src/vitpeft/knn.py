@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from vitpeft import augment, backbone
 from vitpeft.errors import VitpeftError
+from vitpeft.progress import duration
 
 DINO_KS = (10, 20, 100, 200)
 DINO_TEMPERATURE = 0.07
@@ -147,16 +148,6 @@ class Progress:
         self.last = now
         rate = done / max(now - self.started, 1e-9)
         log(f"{self.label}: {done}/{self.total} images, {rate:,.0f} img/s, {duration((self.total - done) / rate)} left")
-
-
-def duration(seconds: float) -> str:
-    """8 min 22 s, 1 h 05 min, 42 s."""
-    seconds = round(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds} s"
 
 
 def weighted_knn(
