@@ -1,9 +1,9 @@
 """Fine-tuning methods: a name -> module registry and the operations the rest of vitpeft uses.
 
-Each method module has a `Config` dataclass that checks itself (optionally
-`check_depth(depth)`), an `apply(model, cfg)` that freezes and injects in place,
-and, where the method keeps the pretrained function reachable, a `routed(model)`
-context manager giving the source-domain view.
+A method's arguments are a dataclass in `vitpeft.method_args` (torch-free, so
+planning can check them); its module here has an `apply(model, cfg)` that
+freezes and injects in place and, where the method keeps the pretrained
+function reachable, a `routed(model)` context manager giving the source-domain view.
 """
 
 import contextlib
@@ -15,16 +15,10 @@ from torch import nn
 from vitpeft import method_args
 from vitpeft.errors import VitpeftError
 
-# method name -> its module in this package, imported when first used (peft costs a second per job).
-REGISTRY = {
-    "full": "full",
-    "topk": "topk",
-    "linear": "linear",
-    "lora": "lora",
-    "lora_qkv": "lora_qkv",
-    "block_expansion": "block_expansion",
-    "peft": "generic_peft",
-}
+# method name -> its module in this package, imported when first used (peft costs a second per job);
+# the methods are method_args.CONFIGS', and a module is named after its method except `peft`'s
+# (a module `peft` here would shadow the peft library).
+REGISTRY = {name: {"peft": "generic_peft"}.get(name, name) for name in method_args.CONFIGS}
 METHOD_ATTR = "vitpeft_method"  # set on a model by apply()
 
 

@@ -3,7 +3,7 @@
 from torch import nn
 
 from vitpeft.methods.common import freeze, train_head
-from vitpeft.method_args import Linear as Config  # noqa: F401  (the registry reads module.Config)
+from vitpeft.method_args import Linear as Config
 
 
 def apply(model: nn.Module, cfg: Config) -> None:
