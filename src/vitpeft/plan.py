@@ -319,15 +319,14 @@ def target_facts(target_cfg: dict, name: str) -> dict:
         root = Path(folder["root"])
         val = (root / "val").is_dir() and (root / "test").is_dir()  # with no test/, val/ is the scored split
         return {"kind": "imagefolder", "num_classes": folder["num_classes"], "val": val, "size": target_cfg["size"],
-                "native": False, "md5": {}, "root": folder["root"], "mirror": None}
+                "md5": {}, "root": folder["root"], "mirror": None}
     registered = targets.get(name)
     mirror = target_cfg["mirrors"].get(name)
     return {
         "kind": name,
         "num_classes": registered.classes,
         "val": "val" in registered.splits,
-        "size": registered.native or target_cfg["size"],
-        "native": registered.native is not None,
+        "size": registered.native or target_cfg["size"],  # what prepare-target accepts for a fixed-size dataset
         "md5": dict(mirror["md5"]) if mirror else {},
         "root": None,
         "mirror": mirror["url"] if mirror else None,

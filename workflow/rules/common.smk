@@ -185,8 +185,7 @@ def prepare_target_inputs(wildcards):
 def prepare_target_args(wildcards):
     info = target_node(wildcards).info
     root = info.get("downloads") or info["root"]
-    sized = "" if info["native"] else f" --size {info['size']}"
-    return f"--dataset {info['kind']} --root {root}{sized}{_md5_args(info)}"
+    return f"--dataset {info['kind']} --root {root} --size {info['size']}{_md5_args(info)}"
 
 
 def imagenet_split(wildcards):
