@@ -475,3 +475,15 @@ def test_the_command_prints_one_line_and_exits_2_before_writing(made, tmp_path, 
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and plan.pretrained_source.path in error
     assert not os.path.exists("out") and not os.path.exists(plan.report.path)
+
+
+def test_an_out_folder_that_is_a_file_is_refused_before_writing(made, tmp_path, capsys):
+    plan = made()
+    path = _config_file(tmp_path, plan)
+    (tmp_path / "notes").write_text("mine")
+    args = ["report", "--config", path, "--out", str(tmp_path / "notes" / "out"), "--provenance", plan.report.path]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "--out" in error and "notes is a file, not a folder" in error
+    assert (tmp_path / "notes").read_text() == "mine" and not os.path.exists(plan.report.path)
+

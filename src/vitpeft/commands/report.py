@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-from vitpeft.errors import VitpeftError
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -23,12 +21,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from vitpeft import config, report
+    from vitpeft import config, preflight, report
     from vitpeft.plan import Plan
 
-    for option, path in (("--out", args.out), ("--provenance", Path(args.provenance).parent)):
-        if Path(path).exists() and not Path(path).is_dir():
-            raise VitpeftError(f"{option}: {path} is a file, not a folder; give a folder path")
+    preflight.writable(args.out, "--out")
+    preflight.writable(Path(args.provenance).parent, "--provenance")
     plan = Plan(config.load(args.config))
     print(report.write(report.build(plan), args.out, args.provenance, args.config, plan))
     return 0
