@@ -4,18 +4,29 @@ BIN    := $(abspath $(VENV))/bin
 PYTHON ?= python3
 CORES  ?= 2
 export PATH := $(BIN):$(PATH)
+# The lock file's torch is built for CUDA 13 (NVIDIA driver >= 580; `nvidia-smi` shows yours).
+# TORCH_CUDA=cu126 (or cu118, cu124, cu128, cpu, ...) installs the same torch and torchvision
+# versions built for that CUDA from PyTorch's wheel index instead, for clusters with older drivers.
+TORCH_CUDA ?=
+TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_CUDA)
+TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements.lock)
+STAMP := $(VENV)/.installed$(if $(TORCH_CUDA),-$(TORCH_CUDA))
 
 .PHONY: setup demo test test-unit test-workflow test-slurm test-dvc params bench clean-demo \
         slurm-up slurm-down cluster push pull
 
-setup: $(VENV)/.installed
+setup: $(STAMP)
 
-# Reinstall only when the lock file or the package metadata changes.
-$(VENV)/.installed: requirements.lock pyproject.toml
+# Reinstall only when the lock file, the package metadata or the torch build asked for changes.
+$(STAMP): requirements.lock pyproject.toml
+	@case "$(TORCH_CUDA)" in ""|cpu|cu[0-9][0-9]|cu[0-9][0-9][0-9]) ;; \
+	  *) echo "make setup: TORCH_CUDA=$(TORCH_CUDA) is not a CUDA variant of PyTorch's wheel index (cu118, cu126, cu128, cpu, ...)" >&2; exit 2;; esac
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
+	$(if $(TORCH_CUDA),$(BIN)/python -m pip install -q --force-reinstall --index-url $(TORCH_INDEX) $(TORCH_PINS))
 	$(BIN)/python -m pip install -q --no-deps -e .
+	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	touch $@
 
 demo: setup

@@ -11,6 +11,10 @@
 #   SLURM_PARTITION   name of the single partition        (default: debug)
 #   SLURM_UP_TIMEOUT  seconds to wait for the node          (default: 60)
 #   SLURM_CONF        where to write/read slurm.conf        (default: /etc/slurm/slurm.conf)
+#   SLURM_FAKE_GPUS   on a machine without NVIDIA GPUs, give the node this many GPU
+#                     generic resources backed by stand-in device files (/dev/vitpeft-gpuN,
+#                     made with mknod like /dev/null), so jobs asking for GPUs are scheduled
+#                     as on a GPU cluster; torch sees no CUDA in them (default: 0)
 #
 # Not for a real cluster: there, the site's admins run SLURM; only the profile
 # in slurm/config.yaml needs editing.
@@ -89,6 +93,16 @@ if command -v nvidia-smi >/dev/null 2>&1; then
     gpus="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)"
 fi
 
+gpu_files="/dev/nvidia[0-$((gpus - 1))]"
+if [ "$gpus" -eq 0 ] && [ "${SLURM_FAKE_GPUS:-0}" -gt 0 ]; then
+    # slurmd drops a GPU without a device file (the node then goes INVALID_REG)
+    gpus="$SLURM_FAKE_GPUS"
+    for i in $(seq 0 $((gpus - 1))); do
+        [ -e "/dev/vitpeft-gpu$i" ] || $SUDO mknod "/dev/vitpeft-gpu$i" c 1 3 || die "mknod /dev/vitpeft-gpu$i failed"
+    done
+    gpu_files="/dev/vitpeft-gpu[0-$((gpus - 1))]"
+fi
+
 gres_lines=""
 node_gres=""
 if [ "$gpus" -gt 0 ]; then
@@ -141,9 +155,14 @@ else
     else
         say "$CONF is up to date"
     fi
+    gres_conf="$(dirname "$CONF")/gres.conf"
     if [ "$gpus" -gt 0 ]; then
-        gres_conf="$(dirname "$CONF")/gres.conf"
-        printf 'AutoDetect=off\nName=gpu File=/dev/nvidia[0-%d]\n' "$((gpus - 1))" | $SUDO tee "$gres_conf" >/dev/null
+        gres_desired="$(printf 'AutoDetect=off\nName=gpu File=%s' "$gpu_files")"
+        if [ ! -e "$gres_conf" ] || [ "$(cat "$gres_conf")" != "$gres_desired" ]; then
+            printf '%s\n' "$gres_desired" | $SUDO tee "$gres_conf" >/dev/null
+            say "wrote $gres_conf ($gpus GPUs: $gpu_files)"
+            conf_changed=1
+        fi
     fi
 fi
 export SLURM_CONF="$CONF"

@@ -105,12 +105,17 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
 # ---------------------------------------------------------------- SLURM
 
 
-def slurm_up(timeout: int = 900) -> str:
-    """Start (or find running) the one-node SLURM; fail the test with the script's output if it cannot."""
+def slurm_up(timeout: int = 900, fake_gpus: int = 1) -> str:
+    """Start (or find running) the one-node SLURM; fail the test with the script's output if it cannot.
+
+    Its node has `fake_gpus` GPU generic resources backed by stand-in device files (where the
+    machine has no NVIDIA GPU): jobs that ask for GPUs are scheduled as on a GPU cluster, and
+    torch inside them sees no CUDA, as on a node whose driver is too old for the torch build.
+    """
     script = REPO / "scripts" / "slurm-up.sh"
     try:
         proc = subprocess.run(
-            ["bash", str(script)], cwd=REPO, env=env(), text=True,
+            ["bash", str(script)], cwd=REPO, env=env(SLURM_FAKE_GPUS=fake_gpus), text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
         )
     except subprocess.TimeoutExpired as error:

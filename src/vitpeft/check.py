@@ -3,9 +3,11 @@
 Each check gives one line: ok, warn (the run can start, something may bite
 later) or FAIL (a job will fail). The config itself, the methods against the
 model, the target datasets, ImageNet, the checkpoint, the free disk for what the
-plan will write, and the SLURM profile's site settings.
+plan will write, the SLURM profile's site settings and warning signal, and, with
+`--gpu` or inside a job that was granted GPUs, this node's GPU (vitpeft.gpu_check).
 """
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from vitpeft import config as config_lib
+from vitpeft import gpu_check, signal_lead
 from vitpeft.errors import VitpeftError
 from vitpeft.plan import Plan
 
@@ -31,8 +34,11 @@ class Finding:
         return f"{self.status:4}  {self.what}: {self.detail}"
 
 
-def run_checks(config_path, profile="slurm/config.yaml") -> list:
-    """Every finding for the study in `config_path` (a config that does not load is the only finding)."""
+def run_checks(config_path, profile="slurm/config.yaml", gpu=None) -> list:
+    """Every finding for the study in `config_path` (a config that does not load is the only finding).
+
+    The GPU checks run with `gpu` True, or with `gpu` None inside a job that SLURM granted GPUs.
+    """
     try:
         cfg = config_lib.load(config_path)
         config_lib.check_models(cfg, Path(config_path).name)
@@ -46,6 +52,8 @@ def run_checks(config_path, profile="slurm/config.yaml") -> list:
     findings.append(_checkpoint(plan))
     findings.append(_disk(plan))
     findings += _slurm(cfg, Path(profile))
+    if gpu or (gpu is None and in_gpu_job()):
+        findings += _gpu(plan)
     return [finding for finding in findings if finding is not None]
 
 
@@ -119,15 +127,30 @@ def _bytes_to_write(plan: Plan) -> int:
     return total
 
 
+def in_gpu_job() -> bool:
+    return bool(os.environ.get("SLURM_JOB_ID") and (os.environ.get("SLURM_GPUS_ON_NODE")
+                                                     or os.environ.get("SLURM_JOB_GPUS")))
+
+
+def _gpu(plan: Plan) -> list:
+    """This node's driver, GPUs and free memory against the study's largest training job."""
+    specs = {run.experiment: run.spec for run in plan.runs.values()}
+    need = max((gpu_check.training_bytes(spec) for spec in specs.values()), default=0)
+    wants_bf16 = any(spec["train"]["precision"] in ("auto", "bf16") for spec in specs.values())
+    return [Finding(*verdict) for verdict in gpu_check.judge(gpu_check.read_facts(), need, wants_bf16)]
+
+
 def _slurm(cfg: dict, profile: Path) -> list:
     if not profile.is_file():
         return [Finding(WARN, "slurm", f"no profile at {profile}: fine for a local run (snakemake --cores N)")]
     settings = yaml.safe_load(profile.read_text()) or {}
     defaults = settings.get("default-resources") or {}
     partition = str(defaults.get("slurm_partition", "")).strip("'\"") if isinstance(defaults, dict) else ""
+    runtimes = [Finding(FAIL, "slurm runtime", problem)
+                for problem in signal_lead.problems(settings.get("set-resources") or {}, cfg["resources"])]
     if shutil.which("sinfo") is None:
-        return [Finding(WARN, "slurm", "sinfo not found: not on a SLURM cluster (fine for a local run)")]
-    findings = [_partition(partition)]
+        return [*runtimes, Finding(WARN, "slurm", "sinfo not found: not on a SLURM cluster (fine for a local run)")]
+    findings = [*runtimes, _partition(partition)]
     if settings.get("slurm-status-command", "sacct") == "squeue":
         findings.append(_min_job_age())
     gpus = max(cfg["resources"]["train"]["gpu"], cfg["resources"]["evaluate"]["gpu"])

@@ -121,9 +121,7 @@ def eval_curve(
         "target_count": len(target),
         "bank_count": len(data.bank) if data is not None else None,
         "query_count": len(data.queries) if data is not None else None,
-        "name": spec["name"],
-        "method": spec["method"],
-        "run": str(run_dir),
+        **evaluate.provenance(spec, run_dir, device),
         "seconds": round(time.monotonic() - started, 1),
     }
 

@@ -38,7 +38,8 @@ def eval_target(
     else:
         top1, top5 = classifier_scores(models.trained(spec, run_dir, device), test, spec, device, batch_size)
         result = {"metric": "classifier", "top1": top1, "top5": top5}
-    return {**result, **_provenance(spec, run_dir), "count": len(test), "seconds": round(time.monotonic() - started, 1)}
+    seconds = round(time.monotonic() - started, 1)
+    return {**result, **provenance(spec, run_dir, device), "count": len(test), "seconds": seconds}
 
 
 def _target_knn(spec, test_dir, ks, temperature, device, batch_size) -> dict:
@@ -107,7 +108,7 @@ def eval_source(
         "query_count": len(data.queries),
         "num_classes": len(data.bank.classes),
         "pretrained_features": str(pretrained_features) if untouched is not None else None,
-        **_provenance(spec, run_dir),
+        **provenance(spec, run_dir, device),
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -186,5 +187,7 @@ def keyed(scores: dict) -> dict:
     return {str(k): value for k, value in scores.items()}  # JSON keys are strings
 
 
-def _provenance(spec, run_dir) -> dict:
-    return {"name": spec["name"], "method": spec["method"], "run": str(run_dir) if run_dir is not None else None}
+def provenance(spec, run_dir, device) -> dict:
+    """Whose score it is, and the device and arithmetic that computed it."""
+    return {"name": spec["name"], "method": spec["method"], "run": str(run_dir) if run_dir is not None else None,
+            "device": devices.describe(device), "compute_precision": knn.compute_precision(device)}

@@ -64,6 +64,7 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
         data = load_data(spec, device)  # all data checks before any model is built
 
         run = Run(spec, data, device)
+        print(f"{spec['name']}: training on {devices.describe(device)}, precision {run.precision}", file=sys.stderr)
         if state is not None:
             run.restore(state)
             print(f"{spec['name']}: resuming at step {run.step} of {spec['train']['steps']}", file=sys.stderr)
@@ -264,6 +265,7 @@ class Run:
             weight_decay=self.cfg["weight_decay"], foreach=True,
         )
         self.dtype = autocast_dtype(self.cfg["precision"], device)
+        self.precision = str(self.dtype).removeprefix("torch.") if self.dtype else "float32"  # as recorded
         # On the device once: a per-step list -> GPU copy would sync the host every step.
         self.mean = torch.tensor(spec["data"]["mean"], device=device)
         self.std = torch.tensor(spec["data"]["std"], device=device)
@@ -511,8 +513,8 @@ def summary(spec: dict, run: Run) -> dict:
         "val_history": selection.history,
         "wall_seconds": round(run.wall_seconds, 3),
         "mean_img_per_s": round(steps * batch / run.wall_seconds, 2) if run.wall_seconds > 0 else None,
-        "device": device_name(run.device),
-        "precision": str(run.dtype).removeprefix("torch.") if run.dtype else "float32",
+        "device": devices.describe(run.device),
+        "precision": run.precision,
         "trainable_params": sum(p.numel() for p in run.params),
         "resumed_from_step": run.resumed_from,
         "curve_steps": spec["train"]["curve_steps"],
@@ -528,9 +530,3 @@ def selection_split(spec: dict) -> str | None:
         held_out = f"held-out {spec['train']['val_fraction']} of train"
         return f"validation split {data['val']}" if data["val"] else held_out
     return None
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type

@@ -11,14 +11,17 @@ if PLAN.backbone.info["rule"] == "pretrain":
         log:
             f"{LOGS}/pretrain_backbone-{PLAN.backbone.key}.log",
         params:
+            device=device("train"),
             config=CONFIG,
             source=f"{PLAN.synthetic.path}/source",
         threads: resource("train", "cpus")
         conda:
             ENV
         shell:
-            "OMP_NUM_THREADS={threads} vitpeft pretrain --config {params.config} --data {params.source}"
-            " --out {output.checkpoint} > {log} 2>&1"
+            logged(
+                "OMP_NUM_THREADS={threads} vitpeft pretrain {params.device} --config {params.config} --data {params.source}"
+                " --out {output.checkpoint}"
+            )
 
     localrules:
         pretrain_backbone,
@@ -40,7 +43,7 @@ elif PLAN.backbone.info["rule"] == "fetch":
         conda:
             ENV
         shell:
-            "vitpeft fetch-checkpoint {params.source} --out {output.checkpoint} > {log} 2>&1"
+            logged("vitpeft fetch-checkpoint {params.source} --out {output.checkpoint}")
 
     localrules:
         fetch_checkpoint,

@@ -7,6 +7,7 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from vitpeft import config as vitpeft_config
+from vitpeft import signal_lead
 from vitpeft.errors import VitpeftError
 from vitpeft.plan import PRETRAINED, Plan
 
@@ -36,6 +37,19 @@ except VitpeftError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
 CFG = PLAN.cfg
+
+
+def _set_resources():
+    """{rule: {resource: value as written}} of the profile's set-resources (or --set-resources) in force."""
+    given = workflow.resource_settings.overwrite_resources
+    return {rule: {name: getattr(value, "raw", value) for name, value in dict(values).items()}
+            for rule, values in given.items()}
+
+
+_too_short = signal_lead.problems(_set_resources(), CFG["resources"])
+if _too_short:  # every attempt would stop at its first steps and burn the retries
+    raise WorkflowError(f"{CONFIG}: " + "; ".join(_too_short))
+
 RESULTS = PLAN.results
 LOGS = f"logs/{PLAN.name}"
 BENCH = f"{RESULTS}/benchmarks"
@@ -66,6 +80,28 @@ def words(values):
 
 def resource(group, key):
     return CFG["resources"][group][key]
+
+
+def device(group):
+    """`--device` for a rule's jobs: CUDA when its resources ask for GPUs (a job without one fails at once,
+    saying why), else the CPU (never a GPU the job was not given)."""
+    return "--device cuda" if resource(group, "gpu") else "--device cpu"
+
+
+# Snakemake deletes a job's log before each attempt, so the log is a link to a file it does not
+# know of, LOG.attempts, to which every attempt appends under a header of its own: after a retry
+# or a SLURM requeue the log still holds what the attempt before said ("stopped by SIGTERM at step N").
+ATTEMPT_HEADER = (
+    'ln -sfn "$(basename {log}).attempts" {log}; '
+    'echo "=== attempt started $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)'
+    '${{SLURM_JOB_ID:+ (SLURM job $SLURM_JOB_ID${{SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT}})}}"'
+    " >> {log}; "
+)
+
+
+def logged(command):
+    """A rule's shell command: the attempt's header, then the command with its output appended to the log."""
+    return "".join((ATTEMPT_HEADER, command, " >> {log} 2>&1"))
 
 
 KNN_ARGS = f"--k {words(CFG['source']['k'])} --temperature {CFG['source']['temperature']}"

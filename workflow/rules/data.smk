@@ -14,7 +14,7 @@ if PLAN.synthetic is not None:
         conda:
             ENV
         shell:
-            "vitpeft make-synthetic --config {params.config} --out {output.data} > {log} 2>&1"
+            logged("vitpeft make-synthetic --config {params.config} --out {output.data}")
 
     localrules:
         make_synthetic,
@@ -33,7 +33,7 @@ rule download_target:
     conda:
         ENV
     shell:
-        "vitpeft download-target {params.args} --root {output.root} > {log} 2>&1"
+        logged("vitpeft download-target {params.args} --root {output.root}")
 
 
 rule prepare_target:
@@ -54,7 +54,7 @@ rule prepare_target:
     conda:
         ENV
     shell:
-        "vitpeft prepare-target {params.args} --out {output.data} --workers {threads} > {log} 2>&1"
+        logged("vitpeft prepare-target {params.args} --out {output.data} --workers {threads}")
 
 
 localrules:
@@ -91,9 +91,10 @@ if PLAN.imagenet_shards():
         conda:
             ENV
         shell:
-            "vitpeft prepare-imagenet-shard --root {params.root} --split {params.split} --shard {wildcards.index}"
-            " --shards {wildcards.total} --out {params.out} {params.per_class} {params.size} --workers {threads}"
-            " > {log} 2>&1"
+            logged(
+                "vitpeft prepare-imagenet-shard --root {params.root} --split {params.split} --shard {wildcards.index}"
+                " --shards {wildcards.total} --out {params.out} {params.per_class} {params.size} --workers {threads}"
+            )
 
     rule index_imagenet:
         # Checks every shard came from one listing and covers its range, then writes the index the k-NN reads.
@@ -110,7 +111,7 @@ if PLAN.imagenet_shards():
         conda:
             ENV
         shell:
-            "vitpeft index-imagenet --out {params.out} {params.shards} > {log} 2>&1"
+            logged("vitpeft index-imagenet --out {params.out} {params.shards}")
 
     localrules:
         index_imagenet,
@@ -136,6 +137,7 @@ if PLAN.curve_data is not None:
         conda:
             ENV
         shell:
-            "(vitpeft subsample --data {params.bank} --per-class {params.bank_k} --out {params.bank_out}"
-            " && vitpeft subsample --data {params.queries} --per-class {params.queries_k} --out {params.queries_out})"
-            " > {log} 2>&1"
+            logged(
+                "(vitpeft subsample --data {params.bank} --per-class {params.bank_k} --out {params.bank_out}"
+                " && vitpeft subsample --data {params.queries} --per-class {params.queries_k} --out {params.queries_out})"
+            )

@@ -12,6 +12,7 @@ EVAL_RESOURCES = dict(
 )
 METRICS = f"{RESULTS}/metrics/{{dataset}}/{{exp}}/seed{{seed}}"
 EVAL_LOG = "{dataset}/{exp}/seed{seed}-{key}"
+EVAL_DEVICE = device("evaluate")
 
 
 rule eval_target:
@@ -24,6 +25,7 @@ rule eval_target:
     benchmark:
         f"{BENCH}/eval_target/{EVAL_LOG}.tsv"
     params:
+        device=EVAL_DEVICE,
         run=eval_run_dir,
         test=target_test,
     threads: resource("evaluate", "cpus")
@@ -32,8 +34,10 @@ rule eval_target:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} vitpeft eval-target --spec {params.run}/spec.yaml --run {params.run}"
-        " --data {params.test} --out {output.metrics} > {log} 2>&1"
+        logged(
+            "OMP_NUM_THREADS={threads} vitpeft eval-target {params.device} --spec {params.run}/spec.yaml --run {params.run}"
+            " --data {params.test} --out {output.metrics}"
+        )
 
 
 rule eval_target_pretrained:
@@ -46,6 +50,7 @@ rule eval_target_pretrained:
     benchmark:
         f"{BENCH}/eval_target/{{dataset}}/{PRETRAINED}-{{key}}.tsv"
     params:
+        device=EVAL_DEVICE,
         config=CONFIG,
         pretrained=PRETRAINED,
         test=target_test,
@@ -57,8 +62,10 @@ rule eval_target_pretrained:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} vitpeft eval-target --config {params.config} --experiment {params.pretrained}"
-        " --dataset {wildcards.dataset} --data {params.test} {params.knn} --out {output.metrics} > {log} 2>&1"
+        logged(
+            "OMP_NUM_THREADS={threads} vitpeft eval-target {params.device} --config {params.config} --experiment {params.pretrained}"
+            " --dataset {wildcards.dataset} --data {params.test} {params.knn} --out {output.metrics}"
+        )
 
 
 if PLAN.features is not None:
@@ -74,6 +81,7 @@ if PLAN.features is not None:
         benchmark:
             f"{BENCH}/extract_features-{PLAN.features.key}.tsv"
         params:
+            device=EVAL_DEVICE,
             config=CONFIG,
             pretrained=PRETRAINED,
             bank=PLAN.source.info["bank"],
@@ -85,8 +93,10 @@ if PLAN.features is not None:
         conda:
             ENV
         shell:
-            "OMP_NUM_THREADS={threads} vitpeft extract-features --config {params.config} --experiment {params.pretrained}"
-            " --bank {params.bank} --queries {params.queries} {params.norm} --out {output.features} > {log} 2>&1"
+            logged(
+                "OMP_NUM_THREADS={threads} vitpeft extract-features {params.device} --config {params.config} --experiment {params.pretrained}"
+                " --bank {params.bank} --queries {params.queries} {params.norm} --out {output.features}"
+            )
 
     rule eval_source_pretrained:
         input:
@@ -96,6 +106,7 @@ if PLAN.features is not None:
         log:
             f"{LOGS}/eval_source/{PRETRAINED}-{PLAN.pretrained_source.key}.log",
         params:
+            device=EVAL_DEVICE,
             config=CONFIG,
             pretrained=PRETRAINED,
             bank=PLAN.source.info["bank"],
@@ -108,9 +119,11 @@ if PLAN.features is not None:
         conda:
             ENV
         shell:
-            "OMP_NUM_THREADS={threads} vitpeft eval-source --config {params.config} --experiment {params.pretrained}"
-            " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
-            " {params.knn} --out {output.metrics} > {log} 2>&1"
+            logged(
+                "OMP_NUM_THREADS={threads} vitpeft eval-source {params.device} --config {params.config} --experiment {params.pretrained}"
+                " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
+                " {params.knn} --out {output.metrics}"
+            )
 
     rule eval_source:
         input:
@@ -122,6 +135,7 @@ if PLAN.features is not None:
         benchmark:
             f"{BENCH}/eval_source/{EVAL_LOG}.tsv"
         params:
+            device=EVAL_DEVICE,
             run=eval_source_run_dir,
             bank=PLAN.source.info["bank"],
             queries=PLAN.source.info["queries"],
@@ -133,9 +147,11 @@ if PLAN.features is not None:
         conda:
             ENV
         shell:
-            "OMP_NUM_THREADS={threads} vitpeft eval-source --spec {params.run}/spec.yaml --run {params.run}"
-            " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
-            " {params.knn} --out {output.metrics} > {log} 2>&1"
+            logged(
+                "OMP_NUM_THREADS={threads} vitpeft eval-source {params.device} --spec {params.run}/spec.yaml --run {params.run}"
+                " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
+                " {params.knn} --out {output.metrics}"
+            )
 
 
 if CFG["curve"]["steps"]:
@@ -151,6 +167,7 @@ if CFG["curve"]["steps"]:
         benchmark:
             f"{BENCH}/eval_curve/{EVAL_LOG}.tsv"
         params:
+            device=EVAL_DEVICE,
             run=eval_curve_run_dir,
             test=target_test,
             source=(
@@ -164,5 +181,7 @@ if CFG["curve"]["steps"]:
         conda:
             ENV
         shell:
-            "OMP_NUM_THREADS={threads} vitpeft eval-curve --spec {params.run}/spec.yaml --run {params.run}"
-            " --target-data {params.test} {params.source} --out {output.metrics} > {log} 2>&1"
+            logged(
+                "OMP_NUM_THREADS={threads} vitpeft eval-curve {params.device} --spec {params.run}/spec.yaml --run {params.run}"
+                " --target-data {params.test} {params.source} --out {output.metrics}"
+            )

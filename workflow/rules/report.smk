@@ -24,7 +24,7 @@ rule report:
     conda:
         ENV
     shell:
-        "vitpeft report --config {params.config} --out {params.out} --provenance {output.provenance} > {log} 2>&1"
+        logged("vitpeft report --config {params.config} --out {params.out} --provenance {output.provenance}")
 
 
 localrules:

@@ -12,6 +12,7 @@ rule train:
     benchmark:
         f"{BENCH}/train/{{dataset}}/{{exp}}/seed{{seed}}-{{key}}.tsv"
     params:
+        device=device("train"),
         config=CONFIG,
         resume_dir=CFG["resume_dir"],
     threads: resource("train", "cpus")
@@ -23,6 +24,8 @@ rule train:
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} vitpeft train --config {params.config} --dataset {wildcards.dataset}"
-        " --experiment {wildcards.exp} --seed {wildcards.seed} --key {wildcards.key}"
-        " --out {output.run} --resume-dir {params.resume_dir} > {log} 2>&1"
+        logged(
+            "OMP_NUM_THREADS={threads} vitpeft train {params.device} --config {params.config} --dataset {wildcards.dataset}"
+            " --experiment {wildcards.exp} --seed {wildcards.seed} --key {wildcards.key}"
+            " --out {output.run} --resume-dir {params.resume_dir}"
+        )
