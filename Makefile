@@ -34,9 +34,11 @@ demo: setup
 	@cat results/demo/table.md
 
 test: setup
+	lint-imports
 	pytest
 
 test-unit: setup
+	lint-imports
 	pytest -m "not workflow and not slurm and not dvc"
 
 test-workflow test-slurm test-dvc: test-%: setup

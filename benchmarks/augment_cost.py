@@ -28,7 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitpeft import augment, backbone, methods
+from vitpeft.data import augment
+from vitpeft.models import backbone
+from vitpeft.methods import registry
 
 # throughput.py --scale small's model (kept in step by hand: importing it pulls the whole training stack)
 SMALL_MODEL = {
@@ -61,7 +63,7 @@ class Step:
 
     def __init__(self, method, device):
         self.model = backbone.build_model(SMALL_MODEL, 100, device)
-        methods.apply(self.model, method, {})
+        registry.apply(self.model, method, {})
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=0.001, momentum=0.9)

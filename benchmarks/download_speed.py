@@ -1,4 +1,4 @@
-"""Throughput of vitpeft.download over loopback, against the plain loop it replaced.
+"""Throughput of vitpeft.data.download over loopback, against the plain loop it replaced.
 
     python benchmarks/download_speed.py              # 256 MiB, 5 rounds
     python benchmarks/download_speed.py --mib 1024
@@ -32,7 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from vitpeft import download
+from vitpeft.data import download
 
 BLOCK = 1 << 20
 

@@ -9,9 +9,9 @@ fields plus texture at several scales), measures on one core each:
 
 - decode_ms_per_image_before / _after: CPU ms per image inside one worker
   process: the landed path (commit LANDED's datasets._Decoder: torchvision
-  Resize + CenterCrop on PIL) against vitpeft.imagenet_decode.write_rows
+  Resize + CenterCrop on PIL) against vitpeft.data.imagenet_decode.write_rows
   (same pixels, PIL only, written into the .npy) with the malloc settings the
-  pool gives its workers (vitpeft.imagenet.WORKER_MALLOC), and without them.
+  pool gives its workers (vitpeft.data.imagenet.WORKER_MALLOC), and without them.
   The workers take turns on the same chunks of 50 images; each figure is the
   median over chunks, and decode_ratio_* the median of per-chunk ratios (the
   machine is shared: its load moves every absolute figure);
@@ -150,7 +150,7 @@ def worker_mode(kind: str, paths_file: str, landed_file: str, rows_file: str, of
             for path in paths[start:stop]:
                 decoder(path)  # the array then travels to the parent by pickle: not counted here
     else:
-        from vitpeft.imagenet_decode import write_rows
+        from vitpeft.data.imagenet_decode import write_rows
 
         def decode_chunk(start, stop):  # decode and write into the .npy, as a shard job's worker does
             write_rows((rows_file, offset, start, paths[start:stop], resize, crop))
@@ -206,7 +206,7 @@ def peak_rss_mb() -> float:
 
 def plan_mode(root: str, shards: int) -> dict:
     """What one train shard job's parent does before decoding: scan, sort, cap, hash, its paths."""
-    from vitpeft import imagenet
+    from vitpeft.data import imagenet
 
     started, cpu = time.monotonic(), time.process_time()
     plan = imagenet.plan_split(root, "train")
@@ -290,7 +290,7 @@ def shortcuts(paths: list, resize: int, crop: int) -> dict:
     import numpy as np
     from PIL import Image
 
-    from vitpeft.imagenet_decode import read_rgb, resize_center_crop
+    from vitpeft.data.imagenet_decode import read_rgb, resize_center_crop
 
     def cpu_ms(fn, items):
         started = time.process_time()
@@ -391,7 +391,7 @@ def measure(args) -> dict:
         worker_args = [str(work / "paths.txt"), str(landed_file), str(work / "rows.npy"), str(rows.offset),
                        str(args.resize), str(args.crop)]  # fmt: skip
         del rows
-        from vitpeft.imagenet import WORKER_MALLOC
+        from vitpeft.data.imagenet import WORKER_MALLOC
 
         kinds = {"before": {}, "after": {"GLIBC_TUNABLES": WORKER_MALLOC}, "after_default_malloc": {}}
         workers = interleaved_workers(kinds, worker_args, len(paths), 50, args.repeats)
@@ -458,7 +458,7 @@ def makespan(durations: list, slots: int) -> float:
 
 
 def shard_jobs(image_ms: float, job_s: float, shards: int, query_shards: int) -> list:
-    """Seconds of every shard job: its fixed cost plus its images (ranges as vitpeft.imagenet.shard_range cuts)."""
+    """Seconds of every shard job: its fixed cost plus its images (ranges as vitpeft.data.imagenet.shard_range cuts)."""
     sizes = [IMAGENET["train"] * (i + 1) // shards - IMAGENET["train"] * i // shards for i in range(shards)]
     sizes += [IMAGENET["val"] * (i + 1) // query_shards - IMAGENET["val"] * i // query_shards for i in range(query_shards)]
     return [job_s + n * image_ms / 1000 for n in sizes]

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vitpeft import knn
+from vitpeft.evaluation import knn
 
 GIB = 2**30
 DIM, NUM_CLASSES, KS = 768, 1000, knn.DINO_KS

@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import SCALES, synthetic_cifar  # noqa: E402
 
-from vitpeft import spec as spec_lib, train  # noqa: E402
+from vitpeft.study import spec as spec_lib
+from vitpeft.training import train  # noqa: E402
 
 
 def learnable_cifar(n: int, seed: int = 0):

@@ -25,16 +25,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_precision import SETTINGS, flat, make_spec  # noqa: E402
 
-from vitpeft import methods, store  # noqa: E402
+from vitpeft.methods import registry
+from vitpeft.data import store  # noqa: E402
 from vitpeft.fileio import write_json  # noqa: E402
-from vitpeft import model as model_lib  # noqa: E402
-from vitpeft.train import train  # noqa: E402
+from vitpeft.training import model as model_lib  # noqa: E402
+from vitpeft.training.train import train  # noqa: E402
 
 
 def timed_run(spec, root: Path, name: str):
     wall, cpu = time.perf_counter(), time.process_time()
     out = train(spec, root / name, root / ".resume", device="cpu")
-    weights = methods.trainable_state(model_lib.trained(spec, out))
+    weights = registry.trainable_state(model_lib.trained(spec, out))
     return weights, round(time.perf_counter() - wall, 2), round(time.process_time() - cpu, 2)
 
 
@@ -49,7 +50,7 @@ def main() -> None:
         for name, (method, depth, overrides, _) in SETTINGS.items():
             fp32_spec = make_spec(root / "data", method, depth)
             spec = make_spec(root / "data", method, depth, **overrides)
-            start = flat(methods.trainable_state(model_lib.for_training(fp32_spec)))
+            start = flat(registry.trainable_state(model_lib.for_training(fp32_spec)))
             fp32, fp32_wall, fp32_cpu = timed_run(fp32_spec, root, f"{name}-fp32")
             weights, wall, cpu = timed_run(spec, root, name)
             distance = ((flat(weights) - flat(fp32)).norm() / (flat(fp32) - start).norm()).item()

@@ -7,7 +7,7 @@ Food-101 (101,000 images, longest side 512) is the largest target. On an
 ImageFolder of photo-like JPEGs of such sizes (smooth colour fields plus
 texture, quality 90: noise would compress unlike photos), measures:
 
-- decode_cpu_ms_per_image: CPU ms of vitpeft.targets._decode (PIL open, RGB,
+- decode_cpu_ms_per_image: CPU ms of vitpeft.data.targets._decode (PIL open, RGB,
   bicubic squash to --size) in this process, median of rounds;
 - pool_start_s: wall seconds from starting 2 spawned workers to their first
   decoded image (what a pool costs before it saves anything; median of rounds);
@@ -66,7 +66,7 @@ def cpu_seconds(who) -> float:
 
 
 def decode_ms(paths: list, size: int, rounds: int) -> list:
-    from vitpeft.targets import _decode
+    from vitpeft.data.targets import _decode
 
     per_round = []
     for _ in range(rounds):
@@ -78,7 +78,7 @@ def decode_ms(paths: list, size: int, rounds: int) -> list:
 
 
 def pool_start_s(path: str, size: int, rounds: int) -> list:
-    from vitpeft.targets import _mapper
+    from vitpeft.data.targets import _mapper
 
     times = []
     for _ in range(rounds):
@@ -90,13 +90,13 @@ def pool_start_s(path: str, size: int, rounds: int) -> list:
 
 
 def _decode_one(job):
-    from vitpeft.targets import _decode
+    from vitpeft.data.targets import _decode
 
     return _decode(*job).shape
 
 
 def end_to_end(root: Path, out: Path, size: int, workers: int, images: int) -> dict:
-    from vitpeft import targets
+    from vitpeft.data import targets
 
     cpu = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()

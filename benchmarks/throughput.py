@@ -23,7 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import reference  # noqa: E402
 
-from vitpeft import knn, spec as spec_lib, train  # noqa: E402
+from vitpeft.evaluation import knn
+from vitpeft.study import spec as spec_lib
+from vitpeft.training import train  # noqa: E402
 
 METHODS = {
     "full": ("full", {}),
@@ -96,7 +98,7 @@ def measure_method(name, scale, device, compile_model) -> tuple[float, float | N
 def measure_knn_extract(scale, device) -> float:
     """Feature extraction images/s from a prepared uint8 cache (already at the model's size)."""
     spec = method_spec("linear", scale, 1, False)
-    from vitpeft import model as model_lib
+    from vitpeft.training import model as model_lib
 
     backbone = model_lib.pretrained(spec, device)
     size = scale["model"]["img_size"]

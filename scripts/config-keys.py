@@ -5,7 +5,7 @@
 
 from pathlib import Path
 
-from vitpeft import schema
+from vitpeft.study import schema
 
 README = Path(__file__).resolve().parents[1] / "config" / "README.md"
 BEGIN, END = "<!-- keys:begin (scripts/config-keys.py writes this table) -->", "<!-- keys:end -->"

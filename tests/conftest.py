@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitpeft import store
+from vitpeft.data import store
 
 # A ViT with the paper's depth (12 blocks) but tiny width, on 32x32 images.
 TINY_MODEL = {

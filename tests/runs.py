@@ -4,8 +4,11 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from vitpeft import backbone, methods, model as models, store
-from vitpeft import spec as spec_lib
+from vitpeft.models import backbone
+from vitpeft.methods import registry
+from vitpeft.training import model as models
+from vitpeft.data import store
+from vitpeft.study import spec as spec_lib
 
 NUM_CLASSES = 10
 
@@ -27,7 +30,7 @@ def write_run(spec, run_dir, change=None):
     if change:
         change(model)
     run_dir.mkdir()
-    save_file(methods.trainable_state(model), str(run_dir / models.TRAINABLE_FILE))
+    save_file(registry.trainable_state(model), str(run_dir / models.TRAINABLE_FILE))
     (run_dir / "summary.json").write_text(f'{{"selected_step": {spec["train"]["steps"]}}}\n')
     return run_dir
 

@@ -211,8 +211,8 @@ def make_project(dest: Path, extra=()) -> Path:
 
 def plan_of(configfile: Path):
     """The study's plan as the workflow builds it: every job's key and output path."""
-    from vitpeft import config
-    from vitpeft.plan import Plan
+    from vitpeft.study import config
+    from vitpeft.study.plan import Plan
 
     return Plan(config.load(configfile))
 

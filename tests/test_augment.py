@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitpeft import augment
+from vitpeft.data import augment
 from vitpeft.errors import VitpeftError
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vitpeft.backbone import build_model, features, load_backbone, read_state_dict
+from vitpeft.models.backbone import build_model, features, read_state_dict
+from vitpeft.models.layouts import load_backbone
 from vitpeft.errors import VitpeftError
 
 VIT_B = {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}

@@ -14,13 +14,16 @@ from safetensors.torch import save_file
 from timm.layers import Attention
 from timm.models import get_pretrained_cfg
 
-from vitpeft import backbones, methods
-from vitpeft import spec as spec_lib
-from vitpeft.backbone import build_model, features, load_backbone, shape_of
+from vitpeft.models import presets
+from vitpeft.methods import registry
+from vitpeft.study import spec as spec_lib
+from vitpeft.models.backbone import build_model, features, shape_of
+from vitpeft.models.layouts import load_backbone
+from vitpeft.models import shapes
 from vitpeft.errors import VitpeftError
 from vitpeft.methods import block_expansion
 
-PRESETS = sorted(backbones.PRESETS)
+PRESETS = sorted(presets.PRESETS)
 OFFICIAL_HOSTS = ("https://dl.fbaipublicfiles.com/", "https://storage.googleapis.com/")
 NUM_CLASSES = 100
 
@@ -29,18 +32,18 @@ NUM_CLASSES = 100
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_is_the_timm_architecture_it_claims(name):
-    preset = backbones.PRESETS[name]
+    preset = presets.PRESETS[name]
     assert timm.is_model(preset["arch"])
-    model = build_model(backbones.model_cfg(name), num_classes=0, device="meta")
-    assert shape_of(model) == {key: preset[key] for key in backbones.SHAPE_KEYS}
+    model = build_model(presets.model_cfg(name), num_classes=0, device="meta")
+    assert shape_of(model) == {key: preset[key] for key in presets.SHAPE_KEYS}
     assert model.patch_embed.img_size == (preset["img_size"], preset["img_size"])
-    assert preset["layout"] in backbones.LAYOUTS and preset["feature"] in backbones.FEATURES
+    assert preset["layout"] in presets.LAYOUTS and preset["feature"] in presets.FEATURES
     assert Path(preset["url"]).suffix == (".npz" if preset["layout"] == "npz" else ".pth")
 
 
-@pytest.mark.parametrize("name", [name for name in PRESETS if backbones.PRESETS[name]["timm_hub"]])
+@pytest.mark.parametrize("name", [name for name in PRESETS if presets.PRESETS[name]["timm_hub"]])
 def test_hub_ids_normalisation_and_urls_agree_with_timms_pretrained_configs(name):
-    preset = backbones.PRESETS[name]
+    preset = presets.PRESETS[name]
     tag = preset["timm_hub"].removeprefix("timm/")
     cfg = get_pretrained_cfg(tag)
     assert cfg is not None and cfg.hf_hub_id == preset["timm_hub"]
@@ -51,20 +54,20 @@ def test_hub_ids_normalisation_and_urls_agree_with_timms_pretrained_configs(name
 
 
 def test_the_default_preset_is_the_papers_backbone():
-    preset = backbones.get(backbones.DEFAULT)
-    assert backbones.model_cfg(backbones.DEFAULT) == {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}
+    preset = presets.get(presets.DEFAULT)
+    assert presets.model_cfg(presets.DEFAULT) == {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}
     assert preset["url"] == "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"
 
 
 def test_unknown_preset_is_an_error_listing_the_known_ones():
     with pytest.raises(VitpeftError, match="unknown backbone preset 'dino_vitz'.*dinov2_vitb14_reg"):
-        backbones.get("dino_vitz")
+        presets.get("dino_vitz")
 
 
 def test_describe_reads_the_table_without_importing_torch():
     code = (
-        "import sys; from vitpeft import backbones; "
-        "d = backbones.describe({'name': 'vit_large_patch16_224', 'img_size': 224, 'kwargs': {}}); "
+        "import sys; from vitpeft.models import shapes; "
+        "d = shapes.describe({'name': 'vit_large_patch16_224', 'img_size': 224, 'kwargs': {}}); "
         "assert 'torch' not in sys.modules, 'torch imported'; print(d['depth'], d['embed_dim'], d['img_size'])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -73,10 +76,10 @@ def test_describe_reads_the_table_without_importing_torch():
 
 
 def test_describe_builds_other_models_on_the_meta_device(tiny_model_cfg):
-    described = backbones.describe(tiny_model_cfg)  # kwargs change the architecture: timm builds it
+    described = shapes.describe(tiny_model_cfg)  # kwargs change the architecture: timm builds it
     assert described == {"patch_size": 4, "depth": 12, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 4.0,
                          "prefix_tokens": 1, "registers": 0, "layer_scale": False, "img_size": 32}
-    eva = backbones.describe({"name": "eva02_tiny_patch14_224", "img_size": 224, "kwargs": {}})
+    eva = shapes.describe({"name": "eva02_tiny_patch14_224", "img_size": 224, "kwargs": {}})
     assert (eva["depth"], eva["embed_dim"], eva["patch_size"]) == (12, 192, 14)
 
 
@@ -107,30 +110,30 @@ GRID = {"full": {}, "topk": {"k": 3}, "linear": {}, "lora": {"r": 8}, "block_exp
 
 
 def count(preset_name, method, args):
-    spec = spec_lib.resolve({"name": method, "method": method, "args": args, "model": backbones.model_cfg(preset_name),
+    spec = spec_lib.resolve({"name": method, "method": method, "args": args, "model": presets.model_cfg(preset_name),
                              "num_classes": NUM_CLASSES, "data": {"train": "unused"}})
-    return methods.count_trainable(spec)
+    return registry.count_trainable(spec)
 
 
 # Presets of one architecture build the same model (checked above), so one preset per architecture is counted.
-ONE_PER_ARCH = sorted({backbones.PRESETS[name]["arch"]: name for name in reversed(PRESETS)}.values())
+ONE_PER_ARCH = sorted({presets.PRESETS[name]["arch"]: name for name in reversed(PRESETS)}.values())
 
 
 @pytest.mark.parametrize("name", ONE_PER_ARCH)
 def test_trainable_counts_of_every_method_match_the_hand_count(name):
     counts = {method: count(name, method, args) for method, args in GRID.items()}
-    assert counts == hand_counts(backbones.PRESETS[name])
+    assert counts == hand_counts(presets.PRESETS[name])
 
 
 def test_hand_count_of_vit_b16_is_the_papers():
-    assert hand_counts(backbones.PRESETS["dino_vitb16"])["full"] == 85_875_556
-    assert hand_counts(backbones.PRESETS["dino_vitb16"])["topk"] == 21_342_052
+    assert hand_counts(presets.PRESETS["dino_vitb16"])["full"] == 85_875_556
+    assert hand_counts(presets.PRESETS["dino_vitb16"])["topk"] == 21_342_052
 
 
 def test_block_expansion_interval_follows_a_24_block_depth():
     after = {p: block_expansion.Config(p=p).insert_after(24) for p in (1, 2, 3, 4)}
     assert after == {1: [23], 2: [12, 24], 3: [8, 16, 24], 4: [6, 12, 18, 24]}
-    vit_l = backbones.PRESETS["sup_vitl16_in21k"]
+    vit_l = presets.PRESETS["sup_vitl16_in21k"]
     assert count("sup_vitl16_in21k", "block_expansion", {"p": 4}) == (
         4 * block_params(1024, False) + 1024 * NUM_CLASSES + NUM_CLASSES)
     assert vit_l["depth"] == 24
@@ -138,7 +141,7 @@ def test_block_expansion_interval_follows_a_24_block_depth():
         count("sup_vitl16_in21k", "block_expansion", {"p": 25})
 
 
-@pytest.mark.parametrize("arch", sorted(backbones.ARCHITECTURES))
+@pytest.mark.parametrize("arch", sorted(presets.ARCHITECTURES))
 def test_every_architecture_uses_timms_fused_qkv_attention(arch):
     """LoRA splits attn.qkv into q, k, v: every block of every preset must have that fused Linear."""
     model = build_model({"name": arch, "img_size": 224, "kwargs": {}}, num_classes=0, device="meta")
@@ -154,7 +157,7 @@ TINY_IMG = 32  # an 8x8 patch grid
 
 
 def tiny_cfg(preset_name, img_size=TINY_IMG):
-    return {"name": backbones.PRESETS[preset_name]["arch"], "img_size": img_size, "kwargs": dict(TINY_KWARGS)}
+    return {"name": presets.PRESETS[preset_name]["arch"], "img_size": img_size, "kwargs": dict(TINY_KWARGS)}
 
 
 def tiny(preset_name, seed=0, img_size=TINY_IMG):
@@ -235,7 +238,7 @@ def official_file(name, folder, grid=TINY_IMG // 4, seed=1):
     """A tiny checkpoint of preset `name` in its official layout and format, under the official file name.
 
     Returns the path and the weights it must put into timm's model."""
-    preset = backbones.PRESETS[name]
+    preset = presets.PRESETS[name]
     official = official_state(preset, grid, seed)
     path = Path(folder) / Path(preset["url"]).name.replace("%2B", "+")
     if preset["layout"] == "npz":
@@ -259,7 +262,7 @@ def test_a_tiny_model_of_each_preset_loads_every_weight_from_its_official_layout
     path, expected = official_file(name, tmp_path)
     model = tiny(name)
     head = model.head.weight.clone()
-    load_backbone(model, path, layout=backbones.PRESETS[name]["layout"])
+    load_backbone(model, path, layout=presets.PRESETS[name]["layout"])
     assert_all_loaded(model, expected)
     assert torch.equal(model.head.weight, head)  # Google's files carry a head: it is not loaded
 
@@ -277,7 +280,7 @@ def dinov2_reference(official, model, x, patch=4):
 
 @pytest.mark.parametrize("name", ["dinov2_vitb14", "dinov2_vitb14_reg"])
 def test_dinov2_features_are_the_cls_token_dinov2_itself_computes(tmp_path, name):
-    preset = backbones.PRESETS[name]
+    preset = presets.PRESETS[name]
     official = official_state(preset, grid=8)
     torch.save(official, tmp_path / "w.pth")
     model = tiny(name)
@@ -301,7 +304,7 @@ def test_dinov2s_larger_position_grid_is_resampled_to_the_models(tmp_path, name)
     path, expected = official_file(name, tmp_path, grid=12)
     model = tiny(name)
     load_backbone(model, path, layout="dinov2")
-    prefix = 0 if backbones.PRESETS[name]["registers"] else 1
+    prefix = 0 if presets.PRESETS[name]["registers"] else 1
     pos = model.pos_embed.detach()
     assert pos.shape == (1, 64 + prefix, 32)
     assert torch.equal(pos[:, :prefix], expected["pos_embed"][:, :prefix])
@@ -366,14 +369,14 @@ def test_a_register_checkpoint_for_a_model_without_registers_names_reg_token(tmp
 
 
 def test_an_npz_of_another_width_names_its_patch_kernel(tmp_path):
-    official = official_state(backbones.PRESETS["sup_vitb16_in21k"], grid=8, d=48)
+    official = official_state(presets.PRESETS["sup_vitb16_in21k"], grid=8, d=48)
     google_npz(official, tmp_path / "ViT-B_16.npz", heads=3)
     message = one_line_error(tiny("sup_vitb16_in21k"), tmp_path / "ViT-B_16.npz", "npz")
     assert "'embedding/kernel' has shape (4, 4, 3, 48), the model expects (4, 4, 3, 32)" in message
 
 
 def test_an_npz_with_more_blocks_than_the_model_names_them(tmp_path):
-    official = official_state(backbones.PRESETS["sup_vitb16_in21k"], grid=8, depth=3)
+    official = official_state(presets.PRESETS["sup_vitb16_in21k"], grid=8, depth=3)
     google_npz(official, tmp_path / "ViT-B_16.npz")
     message = one_line_error(tiny("sup_vitb16_in21k"), tmp_path / "ViT-B_16.npz", "npz")
     assert "has 3 blocks, the model 2: 1 blocks the model lacks: Transformer/encoderblock_2" in message
@@ -392,7 +395,7 @@ def test_an_npz_missing_a_weight_names_it(tmp_path):
 
 def test_a_register_model_cannot_take_googles_layout(tmp_path):
     """Google's files have no register tokens or layer scales: those weights are named as missing."""
-    official = official_state(backbones.PRESETS["sup_vitb16_in21k"], grid=8)
+    official = official_state(presets.PRESETS["sup_vitb16_in21k"], grid=8)
     google_npz({**official, "pos_embed": official["pos_embed"][:, 1:]}, tmp_path / "ViT-B_16.npz")
     message = one_line_error(tiny("dinov2_vitb14_reg"), tmp_path / "ViT-B_16.npz", "npz")
     assert "lacks" in message and "blocks.0.ls1.gamma" in message and "reg_token" in message
@@ -421,7 +424,7 @@ def test_block_expansion_computes_exactly_the_original_at_init_with_layer_scale(
     x = torch.randn(2, 3, TINY_IMG, TINY_IMG)
     with torch.no_grad():
         before = model(x)
-        methods.apply(model, "block_expansion", {"p": p})
+        registry.apply(model, "block_expansion", {"p": p})
         after = model(x)
     assert len(model.blocks) == 2 + p
     assert torch.equal(after, before)
@@ -431,11 +434,11 @@ def test_block_expansion_computes_exactly_the_original_at_init_with_layer_scale(
 
 @pytest.mark.parametrize("name", ["dinov2_vitb14_reg", "mae_vitb16"])
 def test_lora_adapts_q_and_v_of_every_block_and_starts_as_the_original(name):
-    model = with_random_layer_scale(tiny(name)) if backbones.PRESETS[name]["layer_scale"] else tiny(name)
+    model = with_random_layer_scale(tiny(name)) if presets.PRESETS[name]["layer_scale"] else tiny(name)
     x = torch.randn(2, 3, TINY_IMG, TINY_IMG)
     with torch.no_grad():
         before = model(x)
-        methods.apply(model, "lora", {"r": 4})
+        registry.apply(model, "lora", {"r": 4})
         after = model(x)
     torch.testing.assert_close(after, before)  # B starts at zero; the split qkv computes the fused one
     adapted = sorted(name for name, param in model.named_parameters() if "lora_A" in name)
@@ -443,7 +446,7 @@ def test_lora_adapts_q_and_v_of_every_block_and_starts_as_the_original(name):
 
 
 def test_topk_on_a_register_model_trains_blocks_norm_and_head_but_not_the_tokens():
-    model = methods.apply(tiny("dinov2_vitb14_reg"), "topk", {"k": 1})
+    model = registry.apply(tiny("dinov2_vitb14_reg"), "topk", {"k": 1})
     trainable = {name.split(".")[0] + ("." + name.split(".")[1] if name.startswith("blocks.") else "")
                  for name, param in model.named_parameters() if param.requires_grad}
     assert trainable == {"blocks.1", "norm", "head"}
@@ -454,19 +457,19 @@ def test_fetch_checkpoint_accepts_each_official_layout_from_a_server_and_refuses
     """What the workflow's fetch job runs: the file must read in the preset's layout before it counts as done."""
     from httpserver import serve
 
-    from vitpeft import download
+    from vitpeft.models import fetch
 
     public = tmp_path / "public"
     public.mkdir()
     path, _ = official_file(name, public)
-    layout = backbones.PRESETS[name]["layout"]
+    layout = presets.PRESETS[name]["layout"]
     wrong = {"timm": "dinov2", "dinov2": "timm", "mae": "timm", "npz": "timm"}[layout]
     with serve(public) as url:
-        fetched = download.fetch_checkpoint(f"{url}/{path.name}", tmp_path / "got" / path.name, layout=layout)
+        fetched = fetch.fetch_checkpoint(f"{url}/{path.name}", tmp_path / "got" / path.name, layout=layout)
         assert fetched.read_bytes() == path.read_bytes()
         out = tmp_path / "wrong" / (path.stem + (".npz" if wrong == "npz" else ".pth"))
         with pytest.raises(VitpeftError, match=f"{url}/{path.name}") as caught:
-            download.fetch_checkpoint(f"{url}/{path.name}", out, layout=wrong)
+            fetch.fetch_checkpoint(f"{url}/{path.name}", out, layout=wrong)
     assert "nothing was written" in str(caught.value) and not out.exists()
 
 
@@ -475,4 +478,4 @@ def test_list_backbones_prints_every_preset(capsys):
 
     assert main(["list-backbones"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
-    assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == list(backbones.PRESETS)
+    assert [row.split(" | ")[0].strip("| ") for row in rows[1:]] == list(presets.PRESETS)

@@ -8,9 +8,14 @@ import jsonschema
 import pytest
 import yaml
 
-from vitpeft import config, methods, schema, spec, synthetic
+from vitpeft.study import config
+from vitpeft.methods import registry
+from vitpeft.models import shapes
+from vitpeft.study import schema
+from vitpeft.study import spec
+from vitpeft.data import synthetic
 from vitpeft.errors import VitpeftError
-from vitpeft.plan import Plan
+from vitpeft.study.plan import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "config.yaml"
@@ -83,7 +88,7 @@ def test_duplicate_and_reserved_names_are_refused():
 
 def models_error_of(raw) -> str:
     with pytest.raises(VitpeftError) as caught:
-        config.check_models(config.load(raw))
+        registry.check_models(config.load(raw))
     return str(caught.value)
 
 
@@ -98,7 +103,7 @@ def test_method_arguments_are_checked_against_the_model():
 def test_planning_needs_no_imagenet_no_checkpoint_and_no_torch(tmp_path):
     """The paper's config plans on a machine with nothing: no ImageNet, no weights, and torch never imported."""
     code = (
-        "import sys; from vitpeft import config; from vitpeft.plan import Plan; "
+        "import sys; from vitpeft.study import config; from vitpeft.study.plan import Plan; "
         f"plan = Plan(config.load({str(PAPER)!r})); "
         "print(len(plan.runs), [m for m in ('torch', 'timm', 'peft') if m in sys.modules])"
     )
@@ -187,7 +192,7 @@ def test_config_readme_holds_the_schemas_key_table_as_generated():
 
 def test_schema_method_names_are_the_registry():
     item = schema.schema()["$defs"]["experiment"]["properties"]["method"]
-    assert sorted(item["enum"]) == sorted(methods.REGISTRY)
+    assert sorted(item["enum"]) == sorted(registry.REGISTRY)
 
 
 KEYWORDS = {"description", "type", "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
@@ -274,7 +279,9 @@ def test_the_safe_name_pattern_is_the_schemas():
 def test_an_unknown_timm_architecture_is_refused_when_the_config_is_read():
     raw = paper_raw()
     raw["backbone"] = {"model": {"name": "vit_base_patch16_2244"}, "url": "https://example.org/w.pth"}
-    assert error_of(raw).startswith("config: backbone.model: cannot build model 'vit_base_patch16_2244'")
+    with pytest.raises(VitpeftError) as caught:
+        config.load(raw, describe=shapes.describe)
+    assert str(caught.value).startswith("config: backbone.model: cannot build model 'vit_base_patch16_2244'")
 
 
 def test_a_preset_fills_the_backbone_and_the_source_normalisation_but_what_is_written_wins():

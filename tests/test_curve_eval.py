@@ -10,7 +10,11 @@ from conftest import TINY_MODEL
 from runs import make_spec, perturb, random_dataset, write_run, write_spec
 from safetensors.torch import load_file, save_file
 
-from vitpeft import cli, curve, evaluate, model as models, store
+from vitpeft import cli
+from vitpeft.evaluation import curve
+from vitpeft.evaluation import evaluate
+from vitpeft.training import model as models
+from vitpeft.data import store
 
 KS = (1, 5)
 

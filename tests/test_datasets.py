@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from httpserver import serve
 
-from vitpeft import cli, datasets, store
+from vitpeft import cli
+from vitpeft.data import cifar
+from vitpeft.data import store
 from vitpeft.errors import VitpeftError
 
 # ---------------------------------------------------------------- CIFAR-100
@@ -74,7 +76,7 @@ def test_truncated_archive_is_named_and_writes_nothing(tmp_path, cifar):
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(VitpeftError, match=r"cut\.tar\.gz is not a readable CIFAR-100 archive"):
-        datasets.prepare_cifar100(cut, tmp_path / "out")
+        cifar.prepare_cifar100(cut, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -89,7 +91,7 @@ def test_corrupt_archive_is_named_and_writes_nothing(tmp_path, capsys):
 def test_missing_member_is_named(tmp_path):
     archive = write_cifar_archive(tmp_path / "nometa.tar.gz", {"train": cifar_split(3, 0), "test": cifar_split(2, 1)})
     with pytest.raises(VitpeftError, match=r"nometa\.tar\.gz lacks cifar-100-python/meta"):
-        datasets.prepare_cifar100(archive, tmp_path / "out")
+        cifar.prepare_cifar100(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -105,7 +107,7 @@ def test_pickles_that_would_run_code_are_refused(tmp_path):
         tmp_path / "evil.tar.gz", {"train": {b"data": RunsCode()}, "test": cifar_split(2, 1), "meta": cifar_meta()}
     )
     with pytest.raises(VitpeftError, match=r"cifar-100-python/train is not a readable CIFAR pickle.*refusing"):
-        datasets.prepare_cifar100(archive, tmp_path / "out")
+        cifar.prepare_cifar100(archive, tmp_path / "out")
 
 
 def test_wrong_data_shape_is_named(tmp_path):
@@ -113,4 +115,4 @@ def test_wrong_data_shape_is_named(tmp_path):
     bad[b"data"] = bad[b"data"][:, :100]
     archive = write_cifar_archive(tmp_path / "c.tar.gz", {"train": bad, "test": cifar_split(2, 1), "meta": cifar_meta()})
     with pytest.raises(VitpeftError, match=r"train has data \(3, 100\)"):
-        datasets.prepare_cifar100(archive, tmp_path / "out")
+        cifar.prepare_cifar100(archive, tmp_path / "out")

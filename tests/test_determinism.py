@@ -18,9 +18,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_MODEL
-from vitpeft import cli, resume, store
-from vitpeft import spec as spec_lib
-from vitpeft.train import train
+from vitpeft import cli
+from vitpeft.training import resume
+from vitpeft.data import store
+from vitpeft.study import spec as spec_lib
+from vitpeft.training.train import train
 
 STEPS, CHECKPOINT_EVERY = 30, 10
 CURVE = [0, 5, 20, 30]

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL
-from vitpeft import cli, devices, store
-from vitpeft import spec as spec_lib
+from vitpeft import cli
+from vitpeft.training import devices
+from vitpeft.data import store
+from vitpeft.study import spec as spec_lib
 from vitpeft.errors import VitpeftError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,9 @@ import timm
 import torch
 from httpserver import serve
 
-from vitpeft import backbone, cli, download
+from vitpeft.models import backbone
+from vitpeft import cli
+from vitpeft.data import download
 from vitpeft.errors import VitpeftError
 
 BLOB_SIZE = 1049344  # ~1 MiB: several read blocks

@@ -7,8 +7,14 @@ import pytest
 import torch
 from runs import NUM_CLASSES, make_spec, perturb, write_run, write_spec
 
-from vitpeft import augment, backbone, cli, evaluate, knn, model as models, store
-from vitpeft import spec as spec_lib
+from vitpeft.data import augment
+from vitpeft.models import backbone
+from vitpeft import cli
+from vitpeft.evaluation import evaluate
+from vitpeft.evaluation import knn
+from vitpeft.training import model as models
+from vitpeft.data import store
+from vitpeft.study import spec as spec_lib
 from vitpeft.errors import VitpeftError
 
 KS = (1, 3)

@@ -9,7 +9,9 @@ import torch
 from conftest import TINY_MODEL
 from runs import make_spec, perturb, random_dataset, write_checkpoint, write_run, write_spec
 
-from vitpeft import cli, evaluate, store
+from vitpeft import cli
+from vitpeft.evaluation import evaluate
+from vitpeft.data import store
 
 KS = (1, 5, 20)
 

@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from vitpeft import cli, config, gpu_check
-from vitpeft.gpu_check import Facts, Gpu
-from vitpeft.plan import Plan
+from vitpeft import cli
+from vitpeft.study import config
+from vitpeft.training import gpu_check
+from vitpeft.training.gpu_check import Facts, Gpu
+from vitpeft.study.plan import Plan
 
 GiB = 2**30
 H100 = Gpu("NVIDIA H100 80GB HBM3", (9, 0), 79 * GiB, 80 * GiB)

@@ -16,9 +16,12 @@ from torchvision.datasets.folder import pil_loader
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from vitpeft import cli, imagenet, progress, store
+from vitpeft import cli
+from vitpeft.data import imagenet
+from vitpeft import progress
+from vitpeft.data import store
 from vitpeft.errors import VitpeftError
-from vitpeft.imagenet_decode import decode, write_rows
+from vitpeft.data.imagenet_decode import decode, write_rows
 
 CLASSES = ["n01", "n02", "n03"]
 COLOURS = {"n01": (200, 30, 30), "n02": (30, 200, 30), "n03": (30, 30, 200)}
@@ -111,7 +114,7 @@ def test_decoding_workers_never_import_torch(tmp_path, imagenet_copy):
     assert tunables == imagenet.WORKER_MALLOC and "GLIBC_TUNABLES" not in os.environ  # the parent's is restored
     assert (count, failed) == (12, [])
     assert np.array_equal(rows[7], torchvision_pixels(imagenet_copy / "train" / plan.files[7], 20, 16))
-    assert "PIL.Image" in modules and "vitpeft.imagenet_decode" in modules
+    assert "PIL.Image" in modules and "vitpeft.data.imagenet_decode" in modules
     assert [m for m in modules if m.split(".")[0] in ("torch", "torchvision")] == []
     assert "torch" in sys.modules  # this test process has torch: spawned workers do not inherit it
 

@@ -8,7 +8,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from vitpeft import knn
+from vitpeft.evaluation import knn
 from vitpeft.errors import VitpeftError
 
 

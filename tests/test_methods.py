@@ -5,11 +5,12 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import save_file
 
-from vitpeft import methods, model as model_lib
-from vitpeft import spec as spec_lib
-from vitpeft.backbone import build_model
+from vitpeft.methods import registry
+from vitpeft.training import model as model_lib
+from vitpeft.study import spec as spec_lib
+from vitpeft.models.backbone import build_model
 from vitpeft.errors import VitpeftError
-from vitpeft import method_args as configs
+from vitpeft.methods import arguments as configs
 from vitpeft.methods import block_expansion
 from vitpeft.methods.qkv import SplitQKV, split_qkv
 
@@ -79,27 +80,27 @@ def perturb_trainable(model, seed=3):
 @pytest.mark.parametrize("method,args,expected", PAPER_COUNTS)
 def test_trainable_counts_match_the_paper_at_vit_b_scale(method, args, expected):
     spec = make_spec(VIT_B, method, args, num_classes=100)
-    assert methods.count_trainable(spec) == expected
+    assert registry.count_trainable(spec) == expected
 
 
 # --- which weights train ---------------------------------------------------
 
 def test_full_trains_everything_and_linear_only_the_head(tiny):
-    full = methods.apply(tiny(), "full", {})
+    full = registry.apply(tiny(), "full", {})
     assert trainable_names(full) == {name for name, _ in full.named_parameters()}
-    linear = methods.apply(tiny(), "linear", {})
+    linear = registry.apply(tiny(), "linear", {})
     assert trainable_names(linear) == {"head.weight", "head.bias"}
 
 
 def test_topk_trains_last_k_blocks_final_norm_and_head(tiny):
-    model = methods.apply(tiny(), "topk", {"k": 2})
+    model = registry.apply(tiny(), "topk", {"k": 2})
     prefixes = {name.split(".")[0] + ("." + name.split(".")[1] if name.startswith("blocks.") else "")
                 for name in trainable_names(model)}
     assert prefixes == {"blocks.10", "blocks.11", "norm", "head"}
 
 
 def test_lora_adapts_q_and_v_of_every_block_and_trains_the_head(tiny):
-    model = methods.apply(tiny(), "lora", {"r": 2})
+    model = registry.apply(tiny(), "lora", {"r": 2})
     names = trainable_names(model)
     assert {n for n in names if n.startswith("head.")} == {"head.weight", "head.bias"}
     adapted = {n.split(".lora_")[0] for n in names if ".lora_" in n}
@@ -111,10 +112,10 @@ def test_lora_adapts_q_and_v_of_every_block_and_trains_the_head(tiny):
 
 
 def test_the_method_is_recorded_and_cannot_be_applied_twice(tiny):
-    model = methods.apply(tiny(), "linear", {})
+    model = registry.apply(tiny(), "linear", {})
     assert model.vitpeft_method == "linear"
     with pytest.raises(VitpeftError, match="already has method 'linear'"):
-        methods.apply(model, "lora", {})
+        registry.apply(model, "lora", {})
 
 
 # --- function preserved at init --------------------------------------------
@@ -141,7 +142,7 @@ def test_qkv_split_computes_the_same_function(tiny, images):
 ])
 def test_method_leaves_the_function_unchanged_at_init(tiny, images, method, args):
     reference = outputs(tiny(), images)
-    model = methods.apply(tiny(), method, args)
+    model = registry.apply(tiny(), method, args)
     torch.testing.assert_close(outputs(model, images), reference, atol=1e-6, rtol=0)
 
 
@@ -163,7 +164,7 @@ def test_block_interval_places_exactly_p_blocks_for_every_p(depth):
 def test_block_expansion_inserts_zeroed_copies_and_trains_only_them(tiny):
     model = tiny()
     originals = list(model.blocks)
-    methods.apply(model, "block_expansion", {"p": 2})
+    registry.apply(model, "block_expansion", {"p": 2})
     assert len(model.blocks) == 14
     assert model.vitpeft_new_blocks == [6, 13]  # after original blocks 6 and 12 (1-based)
     for new in model.vitpeft_new_blocks:
@@ -178,7 +179,7 @@ def test_block_expansion_inserts_zeroed_copies_and_trains_only_them(tiny):
 
 
 def test_block_expansion_explicit_interval(tiny):
-    model = methods.apply(tiny(), "block_expansion", {"p": 5, "interval": 2})
+    model = registry.apply(tiny(), "block_expansion", {"p": 5, "interval": 2})
     assert model.vitpeft_new_blocks == [2, 5, 8, 11, 14]
 
 
@@ -192,7 +193,7 @@ def test_block_expansion_explicit_interval(tiny):
 ])
 def test_routed_view_computes_the_pretrained_function_and_restores(tiny, images, method, args):
     pretrained = outputs(tiny(), images)
-    model = methods.apply(tiny(), method, args)
+    model = registry.apply(tiny(), method, args)
     perturb_trainable(model)
     with torch.no_grad():
         model.head.weight.copy_(tiny().head.weight)
@@ -200,7 +201,7 @@ def test_routed_view_computes_the_pretrained_function_and_restores(tiny, images,
     tuned = outputs(model, images)
     assert not torch.allclose(tuned, pretrained, atol=1e-3)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    with methods.routed(model) as view:
+    with registry.routed(model) as view:
         assert view is model
         torch.testing.assert_close(outputs(view, images), pretrained, atol=1e-5, rtol=0)
     torch.testing.assert_close(outputs(model, images), tuned)
@@ -208,11 +209,11 @@ def test_routed_view_computes_the_pretrained_function_and_restores(tiny, images,
 
 
 def test_routed_view_is_restored_after_an_exception(tiny, images):
-    model = methods.apply(tiny(), "lora", {"r": 2})
+    model = registry.apply(tiny(), "lora", {"r": 2})
     perturb_trainable(model)
     tuned = outputs(model, images)
     with pytest.raises(RuntimeError):
-        with methods.routed(model):
+        with registry.routed(model):
             raise RuntimeError("evaluation failed")
     torch.testing.assert_close(outputs(model, images), tuned)
     assert not any(layer.disable_adapters for layer in model.modules() if isinstance(layer, BaseTunerLayer))
@@ -220,9 +221,9 @@ def test_routed_view_is_restored_after_an_exception(tiny, images):
 
 @pytest.mark.parametrize("method", ["full", "topk", "linear"])
 def test_methods_without_a_pretrained_path_route_to_none(tiny, method):
-    with methods.routed(methods.apply(tiny(), method, {})) as view:
+    with registry.routed(registry.apply(tiny(), method, {})) as view:
         assert view is None
-    with methods.routed(tiny()) as view:  # no method applied: nothing to route
+    with registry.routed(tiny()) as view:  # no method applied: nothing to route
         assert view is None
 
 
@@ -250,7 +251,7 @@ def test_methods_without_a_pretrained_path_route_to_none(tiny, method):
 ])
 def test_bad_arguments_are_refused_by_check(method, args, message):
     with pytest.raises(VitpeftError, match=message):
-        methods.check(method, args, depth=12)
+        registry.check(method, args, depth=12)
 
 
 @pytest.mark.parametrize("method,targets", [("lora", ["query"]), ("lora_qkv", ["q"]), ("peft", ["qkv"])])
@@ -259,13 +260,13 @@ def test_unknown_target_module_is_refused_before_the_model_changes(tiny, method,
     args = {"target_modules": targets, **({"peft_type": "LORA"} if method == "peft" else {})}
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(VitpeftError, match=f"target module {targets[0]!r} is no Linear layer"):
-        methods.apply(model, method, args)
+        registry.apply(model, method, args)
     assert model.state_dict().keys() == state.keys()  # no split, no adapters
     assert not hasattr(model, "vitpeft_method")
 
 
 def test_lora_can_target_other_linear_layers(tiny, images):
-    model = methods.apply(tiny(), "lora", {"r": 2, "target_modules": ["k", "fc1"]})
+    model = registry.apply(tiny(), "lora", {"r": 2, "target_modules": ["k", "fc1"]})
     adapted = {n.split(".lora_")[0].split(".", 2)[2] for n in trainable_names(model) if ".lora_" in n}
     assert adapted == {"attn.qkv.k", "mlp.fc1"}
 
@@ -274,36 +275,36 @@ def test_lora_can_target_other_linear_layers(tiny, images):
 
 @pytest.mark.parametrize("method,args", [("lora", {"r": 2}), ("block_expansion", {"p": 2}), ("topk", {"k": 1})])
 def test_trainable_state_round_trips_into_a_fresh_model(tiny, images, method, args):
-    model = methods.apply(tiny(), method, args)
+    model = registry.apply(tiny(), method, args)
     perturb_trainable(model)
     expected = outputs(model, images)
-    state = methods.trainable_state(model)
+    state = registry.trainable_state(model)
     assert set(state) == trainable_names(model)
     assert all(t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad for t in state.values())
     perturb_trainable(model, seed=4)  # training goes on: the snapshot must not follow
-    fresh = methods.apply(tiny(), method, args)
+    fresh = registry.apply(tiny(), method, args)
     assert not torch.allclose(outputs(fresh, images), expected)
-    methods.load_trainable(fresh, state)
+    registry.load_trainable(fresh, state)
     torch.testing.assert_close(outputs(fresh, images), expected)
 
 
 def test_lora_trainable_state_holds_only_adapters_and_head(tiny):
-    state = methods.trainable_state(methods.apply(tiny(), "lora", {"r": 2}))
+    state = registry.trainable_state(registry.apply(tiny(), "lora", {"r": 2}))
     assert sum(t.numel() for t in state.values()) == 12 * 2 * (2 * 32 + 2 * 32) + 32 * 10 + 10
 
 
 def test_load_trainable_refuses_wrong_keys_and_shapes(tiny):
-    model = methods.apply(tiny(), "lora", {"r": 2})
-    state = methods.trainable_state(model)
+    model = registry.apply(tiny(), "lora", {"r": 2})
+    state = registry.trainable_state(model)
     with pytest.raises(VitpeftError, match="1 missing"):
-        methods.load_trainable(model, {k: v for k, v in state.items() if k != "head.bias"})
+        registry.load_trainable(model, {k: v for k, v in state.items() if k != "head.bias"})
     with pytest.raises(VitpeftError, match="1 unexpected"):
-        methods.load_trainable(model, {**state, "extra": torch.zeros(1)})
+        registry.load_trainable(model, {**state, "extra": torch.zeros(1)})
     with pytest.raises(VitpeftError, match=r"'head.bias' has shape \(11,\), the model expects \(10,\)"):
-        methods.load_trainable(model, {**state, "head.bias": torch.zeros(11)})
-    other = methods.trainable_state(methods.apply(tiny(), "lora", {"r": 4}))
+        registry.load_trainable(model, {**state, "head.bias": torch.zeros(11)})
+    other = registry.trainable_state(registry.apply(tiny(), "lora", {"r": 4}))
     with pytest.raises(VitpeftError, match="has shape"):
-        methods.load_trainable(model, other)
+        registry.load_trainable(model, other)
 
 
 def test_for_training_loads_the_checkpoint_and_trained_loads_the_run(tmp_path, tiny, tiny_model_cfg, images):
@@ -324,7 +325,7 @@ def test_for_training_loads_the_checkpoint_and_trained_loads_the_run(tmp_path, t
     perturb_trainable(model)
     run = tmp_path / "run"
     run.mkdir()
-    save_file(methods.trainable_state(model), run / "trainable.safetensors")
+    save_file(registry.trainable_state(model), run / "trainable.safetensors")
     trained = model_lib.trained(spec, run, "cpu").eval()
     torch.testing.assert_close(outputs(trained, images), outputs(model, images))
 
@@ -334,7 +335,7 @@ def test_trained_without_weights_or_with_another_methods_weights_is_an_error(tmp
     with pytest.raises(VitpeftError, match="trainable.safetensors is missing"):
         model_lib.trained(spec, tmp_path, "cpu")
     linear = model_lib.for_training(make_spec(tiny_model_cfg, "linear"), "cpu")
-    save_file(methods.trainable_state(linear), tmp_path / "trainable.safetensors")
+    save_file(registry.trainable_state(linear), tmp_path / "trainable.safetensors")
     with pytest.raises(VitpeftError, match="trainable.safetensors: trained weights do not fit"):
         model_lib.trained(spec, tmp_path, "cpu")
 
@@ -350,7 +351,7 @@ def test_for_training_checks_arguments_before_reading_the_checkpoint(tmp_path, t
     ("block_expansion", {"p": 2}), ("peft", {"peft_type": "LORA", "r": 2, "use_dora": True}),
 ])
 def test_one_training_step_moves_exactly_the_trainable_weights(tiny, images, method, args):
-    model = methods.apply(tiny(), method, args).train()
+    model = registry.apply(tiny(), method, args).train()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=0.5)

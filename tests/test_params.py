@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitpeft import methods
-from vitpeft import spec as spec_lib
-from vitpeft.commands import params
+from vitpeft.methods import registry
+from vitpeft.study import spec as spec_lib
+from vitpeft.cli import params
 from vitpeft.errors import VitpeftError
 
 VIT_B = {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}}
@@ -40,15 +40,15 @@ def grid_spec(name, model=VIT_B):
 
 def test_the_whole_paper_grid_counts_exactly():
     # No time limit here: on the shared 2-core machine a busy neighbour made 10 s flaky; speed belongs in benchmarks/.
-    counts = {name: methods.count_trainable(grid_spec(name)) for name in PAPER_GRID}
+    counts = {name: registry.count_trainable(grid_spec(name)) for name in PAPER_GRID}
     assert counts == {name: expected for name, (_, _, expected) in PAPER_GRID.items()}
 
 
 def test_counts_follow_the_model_scale():
     small = params.default_model_cfg("vit_small_patch16_224")
     assert small == {"name": "vit_small_patch16_224", "img_size": 224, "kwargs": {}}
-    assert methods.count_trainable(grid_spec("linear", small)) == 384 * 100 + 100
-    assert methods.count_trainable(grid_spec("lora_r8", small)) == 12 * 2 * 8 * (384 + 384) + 384 * 100 + 100
+    assert registry.count_trainable(grid_spec("linear", small)) == 384 * 100 + 100
+    assert registry.count_trainable(grid_spec("lora_r8", small)) == 12 * 2 * 8 * (384 + 384) + 384 * 100 + 100
 
 
 def test_unknown_model_name_is_an_error():

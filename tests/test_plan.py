@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitpeft import config, paths
+from vitpeft.study import config
+from vitpeft.study import paths
 from vitpeft.errors import VitpeftError
-from vitpeft.plan import PRETRAINED, Plan
+from vitpeft.study.plan import PRETRAINED, Plan
 
 REPO = Path(__file__).resolve().parents[1]
 

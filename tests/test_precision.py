@@ -20,10 +20,12 @@ from safetensors.torch import load_file
 
 from conftest import TINY_MODEL
 from test_resume import StopAtStep
-from vitpeft import methods, resume, store
-from vitpeft import model as model_lib
-from vitpeft import spec as spec_lib
-from vitpeft.train import Run, load_data, train
+from vitpeft.methods import registry
+from vitpeft.training import resume
+from vitpeft.data import store
+from vitpeft.training import model as model_lib
+from vitpeft.study import spec as spec_lib
+from vitpeft.training.train import Run, load_data, train
 
 TOLERANCE = {"bf16": 0.05, "fp16": 0.006, "compile": 1e-5}
 SETTINGS = {  # name: (method, depth, train overrides, summary's precision)
@@ -72,7 +74,7 @@ def preempt_then_resume(spec, tmp_path):
 def test_setting_stays_near_fp32_and_resumes_bit_identically(data, tmp_path, setting):
     method, depth, overrides, precision = SETTINGS[setting]
     fp32_spec, spec = make_spec(data, method, depth), make_spec(data, method, depth, **overrides)
-    start = methods.trainable_state(model_lib.for_training(fp32_spec))
+    start = registry.trainable_state(model_lib.for_training(fp32_spec))
     fp32 = load_file(str(train(fp32_spec, tmp_path / "fp32", tmp_path / ".resume", device="cpu")
                          / "trainable.safetensors"))
     whole = train(spec, tmp_path / "whole", tmp_path / ".resume", device="cpu")

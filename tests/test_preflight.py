@@ -17,10 +17,14 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL
-from vitpeft import cli, methods, preflight, resume, store
-from vitpeft import spec as spec_lib
+from vitpeft import cli
+from vitpeft.methods import registry
+from vitpeft.study import preflight
+from vitpeft.training import resume
+from vitpeft.data import store
+from vitpeft.study import spec as spec_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.train import disk_estimate
+from vitpeft.training.train import disk_estimate
 
 
 @pytest.fixture
@@ -93,7 +97,7 @@ def test_a_read_only_file_system_is_refused_before_step_1(tmp_path, spec_file, t
 def test_a_disk_too_small_for_the_checkpoints_is_refused_before_step_1(tmp_path, spec_file, tmpfs, capsys):
     small = tmpfs(1024)
     spec = spec_lib.load(spec_file)
-    run_bytes, resume_bytes = disk_estimate(spec, methods.count_trainable(spec))
+    run_bytes, resume_bytes = disk_estimate(spec, registry.count_trainable(spec))
     assert run_bytes < 2**20 < run_bytes + resume_bytes  # the run folder alone fits in 1 MiB, with checkpoints not
     assert cli.main(train_cli(spec_file, small / "run", small / ".resume")) == 2
     line = one_error_line(capsys)

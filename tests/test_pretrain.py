@@ -5,7 +5,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vitpeft import backbone, pretrain, synthetic
+from vitpeft.models import backbone
+from vitpeft.models import layouts
+from vitpeft.models import pretrain
+from vitpeft.data import synthetic
 from vitpeft.cli import main
 from vitpeft.errors import VitpeftError
 

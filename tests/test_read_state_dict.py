@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from vitpeft.backbone import read_state_dict
+from vitpeft.models.backbone import read_state_dict
 from vitpeft.errors import VitpeftError
 
 SYSTEM = f"{os.system.__module__}.system"  # how a pickle names os.system (posix.system on Linux)

@@ -14,11 +14,12 @@ import yaml
 from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
-from vitpeft import config, report
+from vitpeft.study import config
+from vitpeft.report import tables
 from vitpeft.cli import main
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import write_json
-from vitpeft.plan import Plan
+from vitpeft.study.plan import Plan
 
 SQRT2 = math.sqrt(2)
 EXPERIMENTS = [  # config order; the report regroups them by family
@@ -112,7 +113,7 @@ def row(table: pd.DataFrame, dataset: str, experiment: str):
 
 
 def test_the_table_holds_means_sample_stds_and_seed_counts(made):
-    table = report.build(made()).table
+    table = tables.build(made()).table
     full = row(table, "synthetic", "full")
     assert (full.n_seeds, full.trainable_params) == (2, 85875556)
     assert (full.target_acc, full.source_acc, full["mean"]) == (91.0, 32.0, 61.5)
@@ -130,14 +131,14 @@ def test_the_table_holds_means_sample_stds_and_seed_counts(made):
 
 
 def test_per_seed_rows_keep_every_run(made):
-    per_seed = report.build(made()).per_seed
+    per_seed = tables.build(made()).per_seed
     assert len(per_seed) == 2 * 4 * 2  # datasets x experiments x seeds
     full = per_seed.set_index(["dataset", "experiment", "seed"]).loc[("cifar100", "full", 1)]
     assert (full.target_acc, full.source_acc, full.selected_step, full.method) == (93.0, 34.0, 50, "full")
 
 
 def test_one_seed_leaves_the_stds_blank(made):
-    table = report.build(made(seeds=[1])).table
+    table = tables.build(made(seeds=[1])).table
     assert table["n_seeds"].eq(1).all() and table["target_acc_std"].isna().all()
     assert row(table, "synthetic", "full").target_acc == 92.0
 
@@ -146,7 +147,7 @@ def test_one_seed_leaves_the_stds_blank(made):
 
 
 def test_one_block_per_dataset_each_led_by_the_untouched_backbone(made):
-    table = report.build(made()).table
+    table = tables.build(made()).table
     order = ["pretrained", "full", "linear", "lora_r4", "block_p1"]  # families in the paper's order
     assert list(zip(table["dataset"], table["experiment"])) == [
         *[("synthetic", name) for name in order], *[("cifar100", name) for name in order]
@@ -158,7 +159,7 @@ def test_one_block_per_dataset_each_led_by_the_untouched_backbone(made):
 
 
 def test_paper_figures_sit_on_cifar100_rows_only_when_there_are_several_datasets(made):
-    table = report.build(made()).table
+    table = tables.build(made()).table
     full = row(table, "cifar100", "full")
     assert (full.paper_params, full.paper_target_acc, full.paper_source_acc) == (85900000, 88.13, 25.24)
     assert full.paper_mean == pytest.approx(56.685)
@@ -168,13 +169,13 @@ def test_paper_figures_sit_on_cifar100_rows_only_when_there_are_several_datasets
 
 
 def test_a_single_dataset_shows_the_paper_on_every_row(made):
-    table = report.build(made(datasets=["synthetic"])).table
+    table = tables.build(made(datasets=["synthetic"])).table
     assert row(table, "synthetic", "full").paper_source_acc == 25.24
     assert math.isnan(row(table, "synthetic", "linear").paper_target_acc)  # the config gives it none
 
 
 def test_source_column_off_leaves_the_source_figures_blank(made):
-    built = report.build(made(source=False, curve=False))
+    built = tables.build(made(source=False, curve=False))
     assert built.table["source_acc"].isna().all() and built.table["target_acc"].notna().all()
     assert built.curve is None
 
@@ -183,7 +184,7 @@ def test_source_column_off_leaves_the_source_figures_blank(made):
 
 
 def test_curve_rows_come_from_the_curve_steps_with_the_final_point_in_the_table(made):
-    built = report.build(made())
+    built = tables.build(made())
     curve = built.curve.set_index(["dataset", "experiment", "seed"])
     full = curve.loc[("synthetic", "full", 0)]
     assert full["step"].tolist() == [0, 5, 10, 20]  # the final point is not a curve step
@@ -196,7 +197,7 @@ def test_curve_rows_come_from_the_curve_steps_with_the_final_point_in_the_table(
 
 
 def test_the_early_source_loss_reads_the_papers_claim(made):
-    table = report.build(made()).table
+    table = tables.build(made()).table
     full = row(table, "synthetic", "full")
     # seed 0: (80 - 20) / 80 = 75%; seed 1: (60 - 21) / 60 = 65% -> 70 ± 5 * sqrt(2)
     assert (full.early_step, full.early_source_loss) == (10, pytest.approx(70.0))
@@ -206,9 +207,9 @@ def test_the_early_source_loss_reads_the_papers_claim(made):
 
 
 def test_the_early_step_is_the_first_curve_step_at_or_after_ten():
-    points = [report.Point(step, 0.0, acc, False) for step, acc in ((0, 50.0), (4, 45.0), (16, 40.0), (32, 10.0))]
-    assert report.early_source_loss(points) == (16, pytest.approx(20.0))
-    assert all(math.isnan(value) for value in report.early_source_loss(points[:2]))  # no step >= 10
+    points = [tables.Point(step, 0.0, acc, False) for step, acc in ((0, 50.0), (4, 45.0), (16, 40.0), (32, 10.0))]
+    assert tables.early_source_loss(points) == (16, pytest.approx(20.0))
+    assert all(math.isnan(value) for value in tables.early_source_loss(points[:2]))  # no step >= 10
 
 
 def test_a_curve_ending_before_step_ten_says_the_claim_cannot_be_read(made):
@@ -220,14 +221,14 @@ def test_a_curve_ending_before_step_ten_says_the_claim_cannot_be_read(made):
             {"step": 5, "target_acc": 2.0, "source_acc": 70.0, "final": False},
             {"step": 50, "target_acc": 3.0, "source_acc": 60.0, "final": True},
         ]})  # fmt: skip
-    built = report.build(plan)
+    built = tables.build(plan)
     assert built.early_step is None and built.table["early_source_loss"].isna().all()
-    assert "no step at or after 10: add one to curve.steps" in report.markdown(built)
+    assert "no step at or after 10: add one to curve.steps" in tables.markdown(built)
 
 
 def test_curve_csv_has_exactly_the_five_columns_for_one_dataset(made, tmp_path):
     plan = made(datasets=["synthetic"])
-    report.write(report.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    tables.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
     curve = pd.read_csv("out/curve.csv")
     assert curve.columns.tolist() == ["experiment", "seed", "step", "target_acc", "source_acc"]
     assert len(curve) == 4 * 2 * 4  # experiments x seeds x curve steps
@@ -235,7 +236,7 @@ def test_curve_csv_has_exactly_the_five_columns_for_one_dataset(made, tmp_path):
 
 def test_curve_csv_leads_with_the_dataset_when_there_are_several(made, tmp_path):
     plan = made()
-    report.write(report.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    tables.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
     curve = pd.read_csv("out/curve.csv")
     assert curve.columns.tolist() == ["dataset", "experiment", "seed", "step", "target_acc", "source_acc"]
     assert set(curve["dataset"]) == {"synthetic", "cifar100"}
@@ -245,7 +246,7 @@ def test_curve_csv_leads_with_the_dataset_when_there_are_several(made, tmp_path)
 
 def test_without_curve_steps_no_curve_files_and_no_claim(made, tmp_path):
     plan = made(curve=False)
-    text = report.write(report.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    text = tables.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
     assert not os.path.exists("out/curve.csv") and not os.path.exists("out/curve.png")
     assert "Forgetting early" not in text and "Source lost" not in text
 
@@ -254,7 +255,7 @@ def test_without_curve_steps_no_curve_files_and_no_claim(made, tmp_path):
 
 
 def test_the_tradeoff_plot_draws_error_bars_with_seeds_and_one_panel_per_dataset(made):
-    figure = report.tradeoff_figure(report.build(made()))
+    figure = tables.tradeoff_figure(tables.build(made()))
     axes = figure.axes
     assert [ax.get_title() for ax in axes] == [
         "synthetic: stability-plasticity trade-off", "cifar100: stability-plasticity trade-off"
@@ -265,16 +266,16 @@ def test_the_tradeoff_plot_draws_error_bars_with_seeds_and_one_panel_per_dataset
 
 
 def test_one_seed_draws_no_error_bars_and_another_picture(made, tmp_path):
-    one = report.tradeoff_figure(report.build(made(seeds=[0], datasets=["synthetic"])))
+    one = tables.tradeoff_figure(tables.build(made(seeds=[0], datasets=["synthetic"])))
     assert not any(isinstance(c, ErrorbarContainer) for ax in one.axes for c in ax.containers)
-    two = report.tradeoff_figure(report.build(made(seeds=[0, 1], datasets=["synthetic"])))
+    two = tables.tradeoff_figure(tables.build(made(seeds=[0, 1], datasets=["synthetic"])))
     one.savefig(tmp_path / "one.png", format="png")
     two.savefig(tmp_path / "two.png", format="png")
     assert (tmp_path / "one.png").read_bytes() != (tmp_path / "two.png").read_bytes()
 
 
 def test_the_curve_plot_has_a_source_and_a_target_panel_per_dataset_with_bands(made):
-    figure = report.curve_figure(report.build(made()))
+    figure = tables.curve_figure(tables.build(made()))
     assert len(figure.axes) == 4
     source = figure.axes[0]
     assert source.get_xscale() == "symlog" and source.get_xlim()[0] == 0  # step 0 on the log axis
@@ -287,17 +288,17 @@ def test_the_curve_plot_has_a_source_and_a_target_panel_per_dataset_with_bands(m
 
 
 def test_human_readable_counts():
-    assert report.human_count(85875556) == "85.9M"
-    assert report.human_count(224356) == "224K"
-    assert report.human_count(76900) == "76.9K"
-    assert report.human_count(7164772) == "7.16M"
-    assert report.human_count(490) == "490"
-    assert report.human_count(math.nan) == ""
+    assert tables.human_count(85875556) == "85.9M"
+    assert tables.human_count(224356) == "224K"
+    assert tables.human_count(76900) == "76.9K"
+    assert tables.human_count(7164772) == "7.16M"
+    assert tables.human_count(490) == "490"
+    assert tables.human_count(math.nan) == ""
 
 
 def test_markdown_shows_mean_and_std_per_dataset_block_and_the_claim(made):
-    built = report.build(made())
-    text = report.markdown(built)
+    built = tables.build(made())
+    text = tables.markdown(built)
     lines = [line for line in text.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert header[:3] == ["Dataset", "Family", "Experiment"] and header[-1] == "Source lost at step 10 (%)"
@@ -317,7 +318,7 @@ def test_markdown_shows_mean_and_std_per_dataset_block_and_the_claim(made):
 
 
 def test_latex_writes_plus_minus_as_math(made):
-    tex = report.latex(report.build(made()))
+    tex = tables.latex(tables.build(made()))
     assert "\\toprule" in tex and "91.00 $\\pm$ 1.41" in tex and "±" not in tex
 
 
@@ -377,7 +378,7 @@ def test_old_outputs_beside_the_planned_files_are_never_read(made):
     stale = os.path.join(os.path.dirname(run.target.path), "target-000000000000.json")
     with open(stale, "w") as handle:
         handle.write("{broken")
-    built = report.build(plan)
+    built = tables.build(plan)
     assert row(built.table, "synthetic", "full").target_acc == 91.0 and stale not in built.inputs
 
 
@@ -389,7 +390,7 @@ def test_a_missing_metrics_file_is_named_with_the_command_that_writes_it(made):
     path = plan.runs[("cifar100", "lora_r4", 1)].source.path
     os.remove(path)
     with pytest.raises(VitpeftError) as error:
-        report.build(plan)
+        tables.build(plan)
     expected = f"source metrics missing: {path}; `vitpeft eval-source` writes it (run the workflow first)"
     assert str(error.value) == expected
 
@@ -399,7 +400,7 @@ def test_a_missing_run_summary_is_named(made):
     path = f"{plan.runs[('synthetic', 'full', 0)].train.path}/summary.json"
     os.remove(path)
     with pytest.raises(VitpeftError, match=f"run summary missing: {path}; `vitpeft train` writes it"):
-        report.build(plan)
+        tables.build(plan)
 
 
 def test_a_missing_curve_is_named(made):
@@ -407,7 +408,7 @@ def test_a_missing_curve_is_named(made):
     path = plan.runs[("synthetic", "linear", 1)].curve.path
     os.remove(path)
     with pytest.raises(VitpeftError, match=f"forgetting curve missing: {path}; `vitpeft eval-curve` writes it"):
-        report.build(plan)
+        tables.build(plan)
 
 
 def test_invalid_json_is_named(made):
@@ -416,7 +417,7 @@ def test_invalid_json_is_named(made):
     with open(path, "w") as handle:
         handle.write('{"metric": "knn", "top1": ')
     with pytest.raises(VitpeftError, match=f"target metrics {path} is not valid JSON .*delete it and rerun"):
-        report.build(plan)
+        tables.build(plan)
 
 
 @pytest.mark.parametrize("value", ["90.0", True, None, [90.0], float("nan")])
@@ -425,7 +426,7 @@ def test_a_non_numeric_accuracy_is_refused(made, value):
     path = plan.runs[("synthetic", "full", 1)].target.path
     write_json(path, {"metric": "classifier", "top1": value})
     with pytest.raises(VitpeftError, match=f"{path}: expected a number under 'top1', found"):
-        report.build(plan)
+        tables.build(plan)
 
 
 def test_a_non_numeric_curve_point_is_refused(made):
@@ -435,7 +436,7 @@ def test_a_non_numeric_curve_point_is_refused(made):
     curve["points"][2]["source_acc"] = "78"
     write_json(path, curve)
     with pytest.raises(VitpeftError, match=rf"{path}: expected a number under 'points\[2\]\.source_acc', found '78'"):
-        report.build(plan)
+        tables.build(plan)
 
 
 def test_a_curve_without_its_final_point_is_refused(made):
@@ -445,7 +446,7 @@ def test_a_curve_without_its_final_point_is_refused(made):
     curve["points"].pop()
     write_json(path, curve)
     with pytest.raises(VitpeftError, match=f'{path}: expected one point with "final": true .*found 0'):
-        report.build(plan)
+        tables.build(plan)
 
 
 def test_a_curve_with_other_steps_than_planned_is_refused(made):
@@ -455,7 +456,7 @@ def test_a_curve_with_other_steps_than_planned_is_refused(made):
     del curve["points"][0]  # step 0, the untouched model every loss is relative to
     write_json(path, curve)
     with pytest.raises(VitpeftError, match=rf"{path}: curve steps \[5, 10, 20\], but the study plans \[0, 5, 10, 20\]"):
-        report.build(plan)
+        tables.build(plan)
 
 
 def test_a_missing_headline_k_is_named(made):
@@ -463,7 +464,7 @@ def test_a_missing_headline_k_is_named(made):
     path = plan.runs[("synthetic", "full", 0)].source.path
     write_json(path, {"knn": {"10": 30.0}, "routed": None, "headline_k": 20})
     with pytest.raises(VitpeftError, match=f"{path}: no k-NN accuracy for the headline k=20"):
-        report.build(plan)
+        tables.build(plan)
 
 
 def test_the_command_prints_one_line_and_exits_2_before_writing(made, tmp_path, capsys):

@@ -15,10 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_MODEL
-from vitpeft import cli, resume, store
-from vitpeft import spec as spec_lib
+from vitpeft import cli
+from vitpeft.training import resume
+from vitpeft.data import store
+from vitpeft.study import spec as spec_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.train import Run, load_data, train
+from vitpeft.training.train import Run, load_data, train
 
 
 def make_spec(data="data", method="full", **train_overrides):

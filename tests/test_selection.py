@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL
-from vitpeft import methods, store
-from vitpeft import model as model_lib
-from vitpeft import spec as spec_lib
-from vitpeft.train import train
+from vitpeft.methods import registry
+from vitpeft.data import store
+from vitpeft.training import model as model_lib
+from vitpeft.study import spec as spec_lib
+from vitpeft.training.train import train
 
 STEPS, EVERY = 24, 3
 EVALUATED = list(range(EVERY, STEPS + 1, EVERY))  # the steps a best_* run scores
@@ -112,7 +113,7 @@ def test_each_mode_keeps_the_step_its_split_prefers(root, tmp_path, selection, s
     assert summary["selected_step"] == step
     kept = model_lib.trained(spec, run).state_dict()
     at_step = model_lib.trained(spec, run, step=step).state_dict()
-    trainable = methods.trainable_state(model_lib.for_training(spec)).keys()
+    trainable = registry.trainable_state(model_lib.for_training(spec)).keys()
     assert all(torch.equal(kept[k], at_step[k]) for k in trainable)
     if split is not None:
         assert [s for s, _ in summary["val_history"]] == EVALUATED

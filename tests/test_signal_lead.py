@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 import slurmctl
-from vitpeft import cli, signal_lead
+from vitpeft import cli
+from vitpeft.study import signal_lead
 
 RESOURCES = {"train": {"runtime": 360}, "evaluate": {"runtime": 120}}
 

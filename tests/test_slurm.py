@@ -12,7 +12,7 @@ caches and trained runs.
 Job names: the plugin puts `rule_<rule>_wildcards_<values>` in each job's
 comment, the values joined by "_" in the output pattern's order, e.g.
 `rule_train_wildcards_synthetic_lora_r4_0_<key>` (dataset, experiment, seed,
-key); the keys come from the study's plan (vitpeft.plan).
+key); the keys come from the study's plan (vitpeft.study.plan).
 """
 
 import filecmp

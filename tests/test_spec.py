@@ -2,7 +2,7 @@
 
 import pytest
 
-from vitpeft import spec as spec_lib
+from vitpeft.study import spec as spec_lib
 from vitpeft.errors import VitpeftError
 
 MINIMAL = {"name": "lora_r8", "method": "lora", "num_classes": 100, "data": {"train": "data/cifar100/train"}}
@@ -20,7 +20,8 @@ def test_defaults_are_the_papers_protocol():
 
 def test_every_spec_default_is_the_schemas():
     """One source of truth: the spec's training defaults are the config schema's, key for key."""
-    from vitpeft import config, schema
+    from vitpeft.study import config
+    from vitpeft.study import schema
 
     settings = schema.schema()["$defs"]["train_settings"]["properties"]
     train = spec_lib.resolve(MINIMAL)["train"]

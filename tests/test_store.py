@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from vitpeft import store
+from vitpeft.data import store
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import atomic_path
 

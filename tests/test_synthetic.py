@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from vitpeft import store, synthetic
+from vitpeft.data import store
+from vitpeft.data import synthetic
 from vitpeft.cli import main
 from vitpeft.errors import VitpeftError
 

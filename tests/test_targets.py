@@ -19,7 +19,10 @@ import fake_datasets as fakes
 from httpserver import serve
 from PIL import Image
 
-from vitpeft import cli, store, targets
+from vitpeft import cli
+from vitpeft.data import store
+from vitpeft.data import catalogue
+from vitpeft.data import targets
 from vitpeft.errors import VitpeftError
 
 SIZE = 8  # stored side for the datasets that are resized: tiny keeps the tests fast
@@ -32,7 +35,7 @@ def assert_prepared(out, name, fake, side):
         data = store.load(out / split)
         assert data.labels.tolist() == labels
         assert data.classes == fake.classes
-        assert name == "imagefolder" or len(data.classes) == targets.REGISTRY[name].classes
+        assert name == "imagefolder" or len(data.classes) == catalogue.REGISTRY[name].classes
         assert data.images.shape == (len(labels), side, side, 3) and data.images.dtype == np.uint8
         if fake.arrays:
             assert np.array_equal(data.images, fake.arrays[split])  # native size, pixels untouched
@@ -46,7 +49,7 @@ def test_array_datasets_keep_their_native_size_and_pixels(tmp_path, name):
     fake = fakes.WRITERS[name](tmp_path / "root")
     counts = targets.prepare(name, tmp_path / "root", tmp_path / "out", md5s=fake.md5s)
     assert counts == {split: len(labels) for split, labels in fake.splits.items()}
-    assert_prepared(tmp_path / "out", name, fake, targets.REGISTRY[name].native)
+    assert_prepared(tmp_path / "out", name, fake, catalogue.REGISTRY[name].native)
 
 
 @pytest.mark.parametrize("name", ["flowers102", "food101", "pets37", "dtd", "aircraft", "cars", "imagefolder"])
@@ -87,7 +90,7 @@ def test_decoding_workers_do_not_import_torch():
 
 def test_registry_is_read_without_importing_torch():
     code = (
-        "import sys, vitpeft.targets as t; t.REGISTRY['dtd'].classes; t.stored_side('food101');"
+        "import sys, vitpeft.data.catalogue as t; t.REGISTRY['dtd'].classes; t.stored_side('food101');"
         "print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -97,7 +100,7 @@ def test_registry_is_read_without_importing_torch():
 def test_list_targets_prints_every_dataset(capsys):
     assert cli.main(["list-targets"]) == 0
     table = capsys.readouterr().out
-    for name in targets.REGISTRY:
+    for name in catalogue.REGISTRY:
         assert f"| {name} |" in table
     assert "| flowers102 | Flowers102 | 102 | train / val / test | 256x256 squash (--size) | download |" in table
 

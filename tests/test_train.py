@@ -11,11 +11,14 @@ from safetensors.torch import load_file
 
 from conftest import TINY_MODEL
 from test_resume import StopAtStep
-from vitpeft import augment, methods, resume, store
-from vitpeft import model as model_lib
-from vitpeft import spec as spec_lib
+from vitpeft.data import augment
+from vitpeft.methods import registry
+from vitpeft.training import resume
+from vitpeft.data import store
+from vitpeft.training import model as model_lib
+from vitpeft.study import spec as spec_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.train import RUN_FILES, Run, Selection, batch_indices, load_data, lr_at, train
+from vitpeft.training.train import RUN_FILES, Run, Selection, batch_indices, load_data, lr_at, train
 
 
 def make_spec(data, method="full", args=None, test=None, val=None, **train_overrides):
@@ -95,7 +98,7 @@ def test_curve_snapshots_hold_the_trainable_weights_after_each_listed_step(tmp_p
     final = load_file(str(out / "trainable.safetensors"))
     assert all(snapshot.keys() == final.keys() for snapshot in curve.values())
 
-    untouched = methods.trainable_state(model_lib.for_training(spec))  # step 0: fresh adapters and head
+    untouched = registry.trainable_state(model_lib.for_training(spec))  # step 0: fresh adapters and head
     cpu = torch.device("cpu")
     run = Run(spec, load_data(spec, cpu), cpu)
     with pytest.raises(resume.Preempted):

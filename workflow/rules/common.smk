@@ -1,4 +1,4 @@
-# The workflow's Python: the validated config, its plan (vitpeft.plan: every job's
+# The workflow's Python: the validated config, its plan (vitpeft.study.plan: every job's
 # output path holds a key that hashes what it depends on), and the named input
 # functions the rules use. No science here: rules call `vitpeft`. Nothing is
 # written while planning: a dry run, --lint or --dag leaves the checkout as it was.
@@ -6,10 +6,11 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from vitpeft import config as vitpeft_config
-from vitpeft import signal_lead
 from vitpeft.errors import VitpeftError
-from vitpeft.plan import PRETRAINED, Plan
+from vitpeft.models import shapes
+from vitpeft.study import config as vitpeft_config
+from vitpeft.study import signal_lead
+from vitpeft.study.plan import PRETRAINED, Plan
 
 
 DEFAULT_CONFIG = "config/config.yaml"  # read by vitpeft itself; Snakemake's `config` dict is not used
@@ -32,7 +33,7 @@ def _config_file():
 
 CONFIG = _config_file()
 try:  # validate before any job is scheduled; the message names the key at fault
-    PLAN = Plan(vitpeft_config.load(CONFIG))
+    PLAN = Plan(vitpeft_config.load(CONFIG, describe=shapes.describe))
 except VitpeftError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
@@ -225,7 +226,7 @@ def prepare_target_args(wildcards):
 
 
 def imagenet_split(wildcards):
-    from vitpeft.imagenet import PARTS
+    from vitpeft.data.imagenet import PARTS
 
     return {folder: split for split, folder in PARTS.items()}[wildcards.part]
 

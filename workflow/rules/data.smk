@@ -1,6 +1,6 @@
 # Datasets: the target datasets (downloaded, prepared once), ImageNet-1k's bank and
 # queries (prepared from the user's copy), the curve's source subsample, or the
-# demo's synthetic domains. Every output path holds its key (vitpeft.plan).
+# demo's synthetic domains. Every output path holds its key (vitpeft.study.plan).
 
 if PLAN.synthetic is not None:
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vitpeft.methods.common import freeze, train_head
-from vitpeft.method_args import BlockExpansion as Config
+from vitpeft.methods.arguments import BlockExpansion as Config
 
 NEW_BLOCKS_ATTR = "vitpeft_new_blocks"  # indices into model.blocks of the inserted blocks
 

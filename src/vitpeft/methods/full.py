@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from vitpeft.method_args import Full as Config
+from vitpeft.methods.arguments import Full as Config
 
 
 def apply(model: nn.Module, cfg: Config) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from vitpeft.errors import VitpeftError
 from vitpeft.methods import adapters
-from vitpeft.method_args import Peft as Config
+from vitpeft.methods.arguments import Peft as Config
 from vitpeft.methods.qkv import split_qkv
 
 NAME = "peft"

@@ -8,7 +8,7 @@ from peft import LoraConfig
 from torch import nn
 
 from vitpeft.methods import adapters
-from vitpeft.method_args import Lora as Config
+from vitpeft.methods.arguments import Lora as Config
 from vitpeft.methods.qkv import split_qkv
 
 NAME = "lora"

@@ -7,7 +7,7 @@ parameter count at equal r; offered to measure what the difference costs.
 from torch import nn
 
 from vitpeft.methods import adapters
-from vitpeft.method_args import LoraQKV as Config
+from vitpeft.methods.arguments import LoraQKV as Config
 from vitpeft.methods.lora import lora_config
 
 NAME = "lora_qkv"

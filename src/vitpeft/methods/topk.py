@@ -3,7 +3,7 @@
 from torch import nn
 
 from vitpeft.methods.common import freeze, train_head
-from vitpeft.method_args import TopK as Config
+from vitpeft.methods.arguments import TopK as Config
 
 
 def apply(model: nn.Module, cfg: Config) -> None:

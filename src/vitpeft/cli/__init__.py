@@ -1,0 +1,31 @@
+"""The `vitpeft` command line: `main` here, one module per subcommand beside it (vitpeft.cli.<x>).
+
+The top stage: it may import every other; nothing imports it.
+"""
+
+import argparse
+import importlib
+import sys
+
+from vitpeft.errors import VitpeftError
+
+# Each module defines register(subparsers); a subcommand sets `func` to its runner.
+COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "check", "targets", "backbones"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitpeft", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"vitpeft.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except VitpeftError as error:
+        print(f"vitpeft {args.command}: error: {error}", file=sys.stderr)
+        return 2
+

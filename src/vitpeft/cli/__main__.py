@@ -1,0 +1,5 @@
+import sys
+
+from vitpeft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,580 @@
+"""The study's report: the table (Markdown, CSV, LaTeX), every run, the trade-off plot and the forgetting curve.
+
+It reads exactly the metrics files a `Plan` names (never a folder listing: old
+outputs under other keys may lie beside them) and nothing else.
+
+Rows: one block per target dataset (config order), the untouched backbone
+(`pretrained`) first, then the experiments grouped by family as in the paper
+(Standard fine-tuning, LoRA, Block Expansion). Target = top-1 of the trained
+classifier (the pretrained row, which has no trained head, shows its weighted
+k-NN); Source = DINO's weighted k-NN of the backbone on the pre-training
+domain at the headline k; Mean = their average, the paper's ranking figure;
+Routed = the source k-NN with the pretrained function switched back in (LoRA
+off, new blocks skipped) where a method has it. The paper's figures and our
+differences appear on the rows they describe: the `cifar100` block, or every
+row when the study has a single target dataset (the demo shows them for shape).
+
+Seeds: every figure is the mean over seeds, with the sample standard deviation
+(ddof=1, blank for one seed) beside it in `<figure>_std` and as `mean ± std`
+in table.md; per_seed.csv keeps every single run.
+
+The forgetting curve (config `curve.steps`): curve.csv has the columns
+experiment, seed, step, target_acc, source_acc (with a leading `dataset`
+column when the study has more than one target dataset), from the curve's
+steps; the source figures there are k-NN on the curve's class-balanced
+subsample, so the final weights' score on that subsample is kept as
+`source_acc_subsample` beside the table's. curve.png draws source k-NN and
+target accuracy against the step, one line per experiment, shaded band = std
+over seeds, one row of panels per target dataset. `early_source_loss` is the
+paper's "fine-tuning all weights for only 10 iterations loses over 70% of the
+ImageNet accuracy" as a number: the percentage of the run's own step-0 source
+k-NN lost at the first curve step at or after 10 (`early_step`).
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vitpeft.study import config as config_lib
+from vitpeft.errors import VitpeftError
+from vitpeft.fileio import atomic_path, write_json
+from vitpeft.study.plan import PRETRAINED
+
+PAPER_DATASET = "cifar100"  # the target dataset the paper's figures belong to
+EARLY_STEP = 10  # the paper's claim is about 10 iterations of fine-tuning
+FAMILIES = {  # method -> the paper's group, in the paper's order
+    "full": "Standard fine-tuning",
+    "topk": "Standard fine-tuning",
+    "linear": "Standard fine-tuning",
+    "lora": "LoRA",
+    "lora_qkv": "LoRA",
+    "peft": "LoRA",
+    "block_expansion": "Block Expansion",
+}
+FAMILY_ORDER = ["Pretrained", "Standard fine-tuning", "LoRA", "Block Expansion"]
+AVERAGED = ["target_acc", "source_acc", "source_acc_routed", "mean", "source_acc_subsample", "early_source_loss"]
+RUN_COLUMNS = [
+    "dataset", "experiment", "method", "family", "seed", "trainable_params", "selected_step", "target_metric",
+    "target_acc", "source_acc", "source_acc_routed", "mean", "source_acc_subsample", "early_step", "early_source_loss",
+]  # fmt: skip
+PAPER_COLUMNS = [
+    "paper_params", "paper_target_acc", "paper_source_acc", "paper_mean", "diff_target_acc", "diff_source_acc",
+    "diff_mean",
+]  # fmt: skip
+TABLE_COLUMNS = [
+    "dataset", "experiment", "method", "family", "n_seeds", "trainable_params", "target_metric",
+    *[name for figure in AVERAGED[:5] for name in (figure, f"{figure}_std")],
+    "early_step", "early_source_loss", "early_source_loss_std", *PAPER_COLUMNS,
+]  # fmt: skip
+CURVE_COLUMNS = ["experiment", "seed", "step", "target_acc", "source_acc"]
+COUNTS = ["n_seeds", "trainable_params", "selected_step", "early_step", "seed"]  # whole numbers, blank when absent
+WRITERS = {  # what each input is, and the command that writes it
+    "target": ("target metrics", "vitpeft eval-target"),
+    "source": ("source metrics", "vitpeft eval-source"),
+    "curve": ("forgetting curve", "vitpeft eval-curve"),
+    "summary": ("run summary", "vitpeft train"),
+}
+
+
+@dataclass
+class Report:
+    table: pd.DataFrame  # one row per dataset x experiment (and the untouched backbone per dataset)
+    per_seed: pd.DataFrame  # one row per run
+    curve: pd.DataFrame | None  # one row per run x curve step; None without curve.steps
+    inputs: dict  # {path read: sha256}
+    seeds: list
+    early_step: int | None  # the curve step the early source loss is read at; None: no curve step >= EARLY_STEP
+
+
+# ---------------------------------------------------------------- reading the metrics files
+
+
+class Inputs:
+    """The JSON files the report reads: each read once, its sha256 taken from the very bytes parsed."""
+
+    def __init__(self):
+        self.digests, self._parsed = {}, {}
+
+    def read(self, path: str, kind: str) -> dict:
+        what, writer = WRITERS[kind]
+        if path not in self._parsed:
+            try:
+                data = Path(path).read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise VitpeftError(f"{what} missing: {path}; `{writer}` writes it (run the workflow first)") from None
+            try:
+                parsed = json.loads(data)
+            except ValueError as error:
+                raise VitpeftError(
+                    f"{what} {path} is not valid JSON ({error}); delete it and rerun the workflow (`{writer}`)"
+                ) from None
+            if not isinstance(parsed, dict):
+                raise VitpeftError(f"{what} {path}: expected a JSON object, found {type(parsed).__name__}")
+            self.digests[path], self._parsed[path] = hashlib.sha256(data).hexdigest(), parsed
+        return self._parsed[path]
+
+
+def _number(value, path: str, key: str, nullable: bool = False) -> float:
+    """A finite number from a metrics file (NaN for an allowed null); anything else names the file and key."""
+    if value is None and nullable:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise VitpeftError(
+            f"{path}: expected a number under {key!r}, found {value!r}; delete the file and rerun the workflow"
+        )
+    return float(value)
+
+
+def _source_figures(source: dict | None, path: str | None) -> tuple:
+    """(k-NN accuracy, routed k-NN accuracy or NaN) at the file's headline k; NaNs with the source column off."""
+    if source is None:
+        return math.nan, math.nan
+    k = str(source.get("headline_k", 20))
+    knn, routed = source.get("knn"), source.get("routed")
+    if not isinstance(knn, dict) or k not in knn:
+        raise VitpeftError(f"{path}: no k-NN accuracy for the headline k={k} under 'knn'; rerun `vitpeft eval-source`")
+    routed_acc = _number(routed[k], path, f"routed.{k}") if isinstance(routed, dict) and k in routed else math.nan
+    return _number(knn[k], path, f"knn.{k}"), routed_acc
+
+
+@dataclass(frozen=True)
+class Point:
+    step: int
+    target_acc: float
+    source_acc: float  # NaN when the curve has no source score
+    final: bool  # the run's kept weights, scored on the curve's subsample
+
+
+def curve_points(curve: dict, path: str, steps: list) -> list:
+    """A curve file's points, checked: numbers, one final point, and exactly the planned `steps` besides."""
+    points = curve.get("points")
+    if not isinstance(points, list) or not points:
+        raise VitpeftError(f"{path}: expected a non-empty list under 'points'; rerun `vitpeft eval-curve`")
+    parsed = []
+    for i, point in enumerate(points):
+        where = f"points[{i}]"
+        if not isinstance(point, dict):
+            raise VitpeftError(f"{path}: {where} is not a JSON object; rerun `vitpeft eval-curve`")
+        step = point.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise VitpeftError(f"{path}: expected a step (a whole number >= 0) under '{where}.step', found {step!r}")
+        target = _number(point.get("target_acc"), path, f"{where}.target_acc")
+        source = _number(point.get("source_acc"), path, f"{where}.source_acc", nullable=True)
+        parsed.append(Point(step, target, source, point.get("final") is True))
+    finals = sum(point.final for point in parsed)
+    if finals != 1:
+        raise VitpeftError(f"{path}: expected one point with \"final\": true (the kept weights), found {finals}")
+    found = sorted(point.step for point in parsed if not point.final)
+    if found != steps:
+        raise VitpeftError(f"{path}: curve steps {found}, but the study plans {steps}; rerun `vitpeft eval-curve`")
+    return parsed
+
+
+def early_step(steps: list) -> int | None:
+    """The first curve step at or after EARLY_STEP (None when there is none)."""
+    return next((step for step in sorted(steps) if step >= EARLY_STEP), None)
+
+
+def early_source_loss(points: list) -> tuple:
+    """(step, % of the step-0 source k-NN lost there) at the first curve step >= EARLY_STEP; NaN where unmeasurable."""
+    source = {point.step: point.source_acc for point in points if not point.final}
+    step = early_step(list(source))
+    if step is None or 0 not in source:
+        return math.nan, math.nan
+    start = source[0]
+    return step, 100 * (start - source[step]) / start if start > 0 else math.nan  # a NaN start gives NaN
+
+
+# ---------------------------------------------------------------- the figures as data
+
+
+def build(plan) -> Report:
+    """Read every metrics file the plan names and turn them into the table, the per-run rows and the curve."""
+    inputs, runs, curve = Inputs(), [], []
+    for run in plan.runs.values():
+        row, points = _run_row(plan, run, inputs)
+        runs.append(row)
+        curve += [
+            {"dataset": run.dataset, "experiment": run.experiment, "seed": run.seed, "step": point.step,
+             "target_acc": point.target_acc, "source_acc": point.source_acc}
+            for point in sorted(points, key=lambda point: point.step) if not point.final
+        ]  # fmt: skip
+    pretrained = [_pretrained_row(plan, dataset, inputs) for dataset in plan.targets]
+    per_seed = _counts(pd.DataFrame(runs, columns=RUN_COLUMNS))
+    table = _with_paper(_summarise(per_seed, pretrained), plan.cfg)
+    steps = plan.curve_steps()
+    curve = pd.DataFrame(curve, columns=["dataset", *CURVE_COLUMNS]) if steps else None
+    table = _ordered(table, list(plan.targets))
+    return Report(table, per_seed, curve, inputs.digests, list(plan.cfg["seeds"]), early_step(steps))
+
+
+def _run_row(plan, run, inputs: Inputs) -> tuple:
+    """One run's figures, and its curve points ([] without a curve)."""
+    target = inputs.read(run.target.path, "target")
+    source_node = plan.source_metrics(run)  # the untouched backbone's for methods that leave it so
+    source_path = source_node.path if source_node else None
+    source = inputs.read(source_path, "source") if source_node else None
+    summary_path = f"{run.train.path}/summary.json"
+    summary = inputs.read(summary_path, "summary")
+    points = curve_points(inputs.read(run.curve.path, "curve"), run.curve.path, plan.curve_steps()) if run.curve else []
+    target_acc = _number(target.get("top1"), run.target.path, "top1")
+    source_acc, routed = _source_figures(source, source_path)
+    final = [point.source_acc for point in points if point.final]
+    early_step, early_loss = early_source_loss(points) if points else (math.nan, math.nan)
+    return {
+        "dataset": run.dataset,
+        "experiment": run.experiment,
+        "method": run.method,
+        "family": FAMILIES.get(run.method, run.method),
+        "seed": run.seed,
+        "trainable_params": _number(summary.get("trainable_params"), summary_path, "trainable_params"),
+        "selected_step": _number(summary.get("selected_step"), summary_path, "selected_step", nullable=True),
+        "target_metric": target.get("metric", "classifier"),
+        "target_acc": target_acc,
+        "source_acc": source_acc,
+        "source_acc_routed": routed,
+        "mean": (target_acc + source_acc) / 2,
+        "source_acc_subsample": final[0] if final else math.nan,
+        "early_step": early_step,
+        "early_source_loss": early_loss,
+    }, points
+
+
+def _pretrained_row(plan, dataset: str, inputs: Inputs) -> dict:
+    """The untouched backbone on one target dataset: evaluated once, never trained."""
+    target_path = plan.pretrained_target[dataset].path
+    target = inputs.read(target_path, "target")
+    source_path = plan.pretrained_source.path if plan.pretrained_source else None
+    source = inputs.read(source_path, "source") if source_path else None
+    target_acc = _number(target.get("top1"), target_path, "top1")
+    source_acc, routed = _source_figures(source, source_path)
+    return {
+        "dataset": dataset,
+        "experiment": PRETRAINED,
+        "method": "",
+        "family": "Pretrained",
+        "n_seeds": 1,
+        "target_metric": target.get("metric", "classifier"),
+        "target_acc": target_acc,
+        "source_acc": source_acc,
+        "source_acc_routed": routed,
+        "mean": (target_acc + source_acc) / 2,
+    }
+
+
+def _summarise(per_seed: pd.DataFrame, pretrained: list) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) over seeds per dataset x experiment, after the untouched backbone's rows."""
+    groups = per_seed.groupby(["dataset", "experiment"], sort=False)
+    same = groups[["method", "family", "trainable_params", "target_metric", "early_step"]].first()
+    means = groups[AVERAGED].mean()
+    stds = groups[AVERAGED].std(ddof=1).add_suffix("_std")
+    runs = pd.concat([same, groups.size().rename("n_seeds"), means, stds], axis=1).reset_index()
+    return pd.concat([pd.DataFrame(pretrained), runs], ignore_index=True).reindex(columns=TABLE_COLUMNS)
+
+
+def _with_paper(table: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """The paper's figures and our differences, on the rows they describe only."""
+    paper = config_lib.paper_figures(cfg)
+    single = len(cfg["target"]["datasets"]) == 1
+    figures = [
+        paper.get(row.experiment, {}) if single or row.dataset == PAPER_DATASET else {} for row in table.itertuples()
+    ]
+    table["paper_params"] = [figure.get("params", math.nan) for figure in figures]
+    table["paper_target_acc"] = [figure.get("target", math.nan) for figure in figures]
+    table["paper_source_acc"] = [figure.get("source", math.nan) for figure in figures]
+    table["paper_mean"] = (table["paper_target_acc"] + table["paper_source_acc"]) / 2
+    for key in ("target_acc", "source_acc", "mean"):
+        table[f"diff_{key}"] = table[key] - table[f"paper_{key}"]  # NaN wherever the paper has no figure
+    return _counts(table)
+
+
+def _ordered(table: pd.DataFrame, datasets: list) -> pd.DataFrame:
+    """Dataset blocks in config order; in each, the families in the paper's order (config order within)."""
+    family = table["family"].map(lambda name: FAMILY_ORDER.index(name) if name in FAMILY_ORDER else len(FAMILY_ORDER))
+    order = np.lexsort((family.to_numpy(), table["dataset"].map(datasets.index).to_numpy()))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Whole-number columns as integers (blank when absent), so the CSV says 85875556, not 85875556.0000."""
+    for column in COUNTS:
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+# ---------------------------------------------------------------- the table as text
+
+
+def human_count(count) -> str:
+    """85875556 -> '85.9M', 224356 -> '224K', 76900 -> '76.9K' (three significant digits); NaN -> ''."""
+    if _missing(count):
+        return ""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= size:
+            return f"{_three_digits(count / size)}{suffix}"
+    return str(int(count))
+
+
+def _three_digits(value: float) -> str:
+    decimals = 0 if value >= 100 else 1 if value >= 10 else 2
+    return f"{value:.{decimals}f}"
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _fmt(value, signed=False) -> str:
+    if _missing(value):
+        return ""
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _pm(mean, std) -> str:
+    """'90.00 ± 1.41'; the mean alone for one seed."""
+    return _fmt(mean) + ("" if _missing(std) or _missing(mean) else f" ± {std:.2f}")
+
+
+
+
+def display_rows(report: Report) -> tuple:
+    """(headers, rows of strings): the paper's layout; dataset and family named on their first row only."""
+    table = report.table
+    datasets = table["dataset"].nunique() > 1
+    curve = report.curve is not None and report.early_step is not None  # the claim's column needs a step >= 10
+    headers = [
+        *(["Dataset"] if datasets else []), "Family", "Experiment", "N. params", "(paper)",
+        "Target acc.", "(paper)", "(diff)", "Source k-NN", "(paper)", "(diff)", "Source routed",
+        "Mean", "(paper)", "(diff)", *([f"Source lost at step {report.early_step} (%)"] if curve else []),
+    ]  # fmt: skip
+    rows, previous = [], (None, None)
+    for row in table.itertuples():
+        target = _pm(row.target_acc, row.target_acc_std) + (" (k-NN)" if row.target_metric == "knn" else "")
+        cells = [
+            row.family if (row.dataset, row.family) != previous else "",
+            row.experiment,
+            human_count(row.trainable_params), human_count(row.paper_params),
+            target, _fmt(row.paper_target_acc), _fmt(row.diff_target_acc, signed=True),
+            _pm(row.source_acc, row.source_acc_std), _fmt(row.paper_source_acc), _fmt(row.diff_source_acc, signed=True),
+            _pm(row.source_acc_routed, row.source_acc_routed_std),
+            _pm(row.mean, row.mean_std), _fmt(row.paper_mean), _fmt(row.diff_mean, signed=True),
+        ]  # fmt: skip
+        if datasets:
+            cells.insert(0, row.dataset if row.dataset != previous[0] else "")
+        if curve:
+            cells.append(_pm(row.early_source_loss, row.early_source_loss_std))
+        rows.append(cells)
+        previous = (row.dataset, row.family)
+    return headers, rows
+
+
+def markdown(report: Report) -> str:
+    from tabulate import tabulate
+
+    headers, rows = display_rows(report)
+    seeds = report.seeds
+    notes = (
+        f"\n\nFigures are the mean ± sample std (ddof=1) over {len(seeds)} seed{'s' * (len(seeds) > 1)} "
+        f"({', '.join(map(str, seeds))}); the untouched backbone is evaluated once. "
+        "Target: top-1 of the fine-tuned classifier (the pretrained row: weighted k-NN). "
+        "Source: DINO's weighted k-NN (CLS after the final norm, T = 0.07) at the headline k. "
+        "Routed: the same with the pretrained path switched back in (LoRA off / new blocks skipped). "
+        "Mean = (target + source) / 2. diff = ours - paper.\n"
+    )
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True) + notes + early_claim(report)
+
+
+def early_claim(report: Report) -> str:
+    """The paper's 10-iteration claim as numbers, one line per dataset and experiment ('' without a curve)."""
+    if report.curve is None:
+        return ""
+    if report.early_step is None:
+        return f"\nThe curve has no step at or after {EARLY_STEP}: add one to curve.steps to test the paper's claim.\n"
+    lines = [
+        f"\nForgetting early (the paper: fine-tuning all weights for only 10 iterations loses over 70% of the "
+        f"ImageNet-1k k-NN accuracy): the share of each run's own step-0 source k-NN (on the curve's subsample) "
+        f"lost at step {report.early_step}, the first curve step ≥ {EARLY_STEP}; mean ± std over seeds:\n"
+    ]
+    runs = report.table[report.table["experiment"] != PRETRAINED]
+    for row in runs.itertuples():
+        figure = _pm(row.early_source_loss, row.early_source_loss_std)
+        lines.append(f"- {row.dataset} / {row.experiment}: " + (f"{figure}%" if figure else "no source score"))
+    return "\n".join(lines) + "\n"
+
+
+def latex(report: Report) -> str:
+    from tabulate import tabulate
+
+    headers, rows = display_rows(report)
+    text = tabulate(rows, headers, tablefmt="latex_booktabs", disable_numparse=True)
+    return text.replace("±", r"$\pm$").replace("≥", r"$\geq$") + "\n"
+
+
+# ---------------------------------------------------------------- the plots
+
+
+FAMILY_COLOURS = {"Standard fine-tuning": "tab:blue", "LoRA": "tab:orange", "Block Expansion": "tab:green"}
+
+
+def tradeoff_figure(report: Report):
+    """Target accuracy (plasticity) against source k-NN (stability), one panel per target dataset."""
+    from matplotlib.figure import Figure
+
+    table = report.table
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig = Figure(figsize=(7.5 * len(datasets), 5.8))
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    runs = table[table["experiment"] != PRETRAINED]
+    # Each set is scaled by its own largest model: the demo's tiny ViT and the paper's ViT-B differ 250-fold.
+    scales = _area_scale(runs["trainable_params"]), _area_scale(runs["paper_params"])
+    for ax, dataset in zip(axes, datasets):
+        _tradeoff_panel(ax, table[table["dataset"] == dataset], scales)
+        ax.set_title(f"{dataset}: stability-plasticity trade-off")
+    seeds = len(report.seeds)
+    fig.suptitle(
+        f"Marker area ~ sqrt(trainable params); hollow = the paper; "
+        f"{'error bars = sample std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _tradeoff_panel(ax, table: pd.DataFrame, scales) -> None:
+    ours_area, paper_area = scales
+    runs = table[table["experiment"] != PRETRAINED]
+    for family, group in runs.groupby("family", sort=False):
+        colour = FAMILY_COLOURS.get(family, "tab:gray")
+        x, y = group["target_acc"].astype(float), group["source_acc"].astype(float)
+        xerr, yerr = group["target_acc_std"].astype(float), group["source_acc_std"].astype(float)
+        if xerr.notna().any() or yerr.notna().any():
+            ax.errorbar(x, y, xerr=xerr.fillna(0), yerr=yerr.fillna(0), fmt="none", ecolor=colour, elinewidth=1,
+                        capsize=3, alpha=0.8)  # fmt: skip
+        ax.scatter(x, y, s=ours_area(group["trainable_params"]), color=colour, alpha=0.75, edgecolors="black",
+                   linewidths=0.5, label=f"{family} (ours)")  # fmt: skip
+        paper = group[group["paper_target_acc"].notna() & group["paper_source_acc"].notna()]
+        if len(paper):
+            ax.scatter(paper["paper_target_acc"], paper["paper_source_acc"], s=paper_area(paper["paper_params"]),
+                       facecolors="none", edgecolors=colour, linewidths=1.2, label=f"{family} (paper)")  # fmt: skip
+        for row in group.itertuples():
+            ax.annotate(row.experiment, (row.target_acc, row.source_acc), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    pretrained = table[table["experiment"] == PRETRAINED]
+    if len(pretrained) and not _missing(pretrained["source_acc"].iloc[0]):
+        level = pretrained["source_acc"].iloc[0]
+        ax.axhline(level, color="gray", linestyle="--", linewidth=1, label=f"pretrained backbone ({level:.1f})")
+    ax.set_xlabel("target accuracy (%)  - plasticity")
+    ax.set_ylabel("source k-NN accuracy (%)  - stability")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best", markerscale=0.5)
+
+
+def _area_scale(params: pd.Series):
+    """Marker area ~ sqrt(params / largest): linear probing stays visible beside full fine-tuning."""
+    values = params.astype(float)
+    largest = values.max(skipna=True)
+    largest = largest if largest and not math.isnan(largest) else 1.0
+    return lambda column: 30 + 600 * np.sqrt(np.nan_to_num(column.astype(float).to_numpy(), nan=0.0) / largest)
+
+
+CURVE_PANELS = (("source_acc", "source k-NN accuracy (%) on the subsample"), ("target_acc", "target accuracy (%)"))
+
+
+def curve_figure(report: Report):
+    """Source k-NN and target accuracy against the step, one line per experiment, one row per target dataset."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    curve = report.curve
+    datasets = list(dict.fromkeys(curve["dataset"]))
+    experiments = list(dict.fromkeys(curve["experiment"]))
+    palette = colormaps["tab10" if len(experiments) <= 10 else "tab20"]
+    colours = {name: palette(i % palette.N) for i, name in enumerate(experiments)}
+    fig = Figure(figsize=(13, 4.8 * len(datasets)))
+    for axes, dataset in zip(fig.subplots(len(datasets), 2, squeeze=False), datasets):
+        for ax, (column, label) in zip(axes, CURVE_PANELS):
+            _curve_panel(ax, curve[curve["dataset"] == dataset], column, colours)
+            ax.set_ylabel(label)
+            ax.set_title(f"{dataset}: {label.split(' (')[0]} over fine-tuning")
+        axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="experiment")
+    seeds = len(report.seeds)
+    fig.suptitle(
+        f"Forgetting curve: mean over {seeds} seed{'s' * (seeds > 1)}"
+        f"{'; shaded band = sample std' if seeds > 1 else ''}; step 0 = the untouched model with its fresh head",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _curve_panel(ax, curve: pd.DataFrame, column: str, colours: dict) -> None:
+    for experiment, runs in curve.groupby("experiment", sort=False):
+        stats = runs.groupby("step")[column].agg(["mean", "std"])
+        if stats["mean"].isna().all():
+            continue  # no source score on this curve
+        steps, mean, std = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["std"].to_numpy()
+        ax.plot(steps, mean, marker="o", markersize=3, color=colours[experiment], label=experiment)
+        if not np.isnan(std).all():
+            ax.fill_between(steps, mean - std, mean + std, color=colours[experiment], alpha=0.2, linewidth=0)
+    ax.set_xscale("symlog", linthresh=1)  # logarithmic, yet step 0 (the untouched model) stays on the axis
+    ax.set_xlim(left=0)
+    ax.set_xlabel("fine-tuning step (log scale; 0 = untouched)")
+    ax.grid(alpha=0.3, which="both")
+
+
+# ---------------------------------------------------------------- all files
+
+
+def write(report: Report, out_dir, provenance, config_path, plan) -> str:
+    """Write every report file under `out_dir`, then the provenance file (last: it marks the report done).
+
+    Returns the Markdown table.
+    """
+    out_dir = Path(out_dir)
+    text = markdown(report)
+    _write_text(out_dir / "table.md", text)
+    _write_csv(out_dir / "table.csv", report.table)
+    _write_text(out_dir / "table.tex", latex(report))
+    _write_csv(out_dir / "per_seed.csv", report.per_seed)
+    _write_figure(out_dir / "tradeoff.png", tradeoff_figure(report))
+    if report.curve is not None:
+        several = report.table["dataset"].nunique() > 1
+        _write_csv(out_dir / "curve.csv", report.curve if several else report.curve[CURVE_COLUMNS])
+        _write_figure(out_dir / "curve.png", curve_figure(report))
+    write_provenance(provenance, report, config_path, plan)
+    return text
+
+
+def write_provenance(path, report: Report, config_path, plan) -> None:
+    """Every input read with its sha256, the config and the report key; older report-*.json beside it go."""
+    path, config_path = Path(path), Path(config_path)
+    for stale in path.parent.glob("report-*.json"):
+        if stale.name != path.name:
+            stale.unlink()  # it described an earlier version of the study
+    write_json(path, {
+        "name": plan.name,
+        "config": {"path": str(config_path), "sha256": hashlib.sha256(config_path.read_bytes()).hexdigest()},
+        "report_key": plan.report.key,
+        "inputs": report.inputs,
+    })  # fmt: skip
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.4f")
+
+
+def _write_figure(path: Path, fig) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")

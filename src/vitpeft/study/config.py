@@ -1,0 +1,197 @@
+"""The workflow config: one study's grid and protocol, validated before any job is scheduled.
+
+`load` fills a backbone preset's keys, checks the config against the schema
+(config.schema.yaml: every key typed, described and defaulted there), fills
+the defaults, checks what the schema cannot say (method arguments against the
+model's depth among them), and turns the first problem into one VitpeftError
+naming the key. It imports neither torch nor timm, so planning stays instant:
+the depth comes from the model's kwargs or the presets' table, and for another
+timm architecture from the `describe` its caller passes
+(vitpeft.models.shapes.describe builds the model once on the meta device; the
+Snakefile and the CLI pass it). What only the libraries can check (peft's own
+fields) is vitpeft.methods.registry.check_models, run wherever torch is loaded
+anyway (`vitpeft check`, every job).
+"""
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from vitpeft.data import catalogue
+from vitpeft.methods import arguments
+from vitpeft.models import presets
+from vitpeft.study import schema
+from vitpeft.errors import VitpeftError
+from vitpeft.study.spec import check_curve_steps
+
+PRETRAINED = "pretrained"  # the untouched backbone's pseudo-experiment, reserved as an experiment name
+
+WORKFLOW_FILLED = {"seed": "the top-level `seeds` list", "curve_steps": "`curve.steps`"}
+
+
+def load(source, describe=None) -> dict:
+    """Validate a config (a YAML path or a dict) and return it with every default filled.
+
+    `describe(model section) -> shape` tells the depth of an architecture outside the
+    presets' table (vitpeft.models.shapes.describe); without it such a config is refused.
+    """
+    where, raw = _read(source)
+    raw = copy.deepcopy(raw) if raw is not None else {}
+    _check_workflow_filled(raw, where)
+    _apply_preset(raw, where)
+    cfg = schema.apply(raw, where)
+    _check_backbone(cfg, where)
+    _check_experiments(cfg, where)
+    _check_methods(cfg, where, describe)
+    _check_curve(cfg, where)
+    _check_datasets(cfg, where)
+    return cfg
+
+
+def _read(source):
+    if isinstance(source, dict):
+        return "config", source
+    path = Path(source)
+    try:
+        return path.name, schema.read_yaml(path.read_text())
+    except FileNotFoundError:
+        raise VitpeftError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise VitpeftError(f"config file {path} is a folder") from None
+    except yaml.YAMLError as error:
+        raise VitpeftError(f"{path.name} is not valid YAML: {error}") from None
+
+
+def _apply_preset(raw: dict, where: str) -> None:
+    """Fill what backbone.preset names (model, url, layout, source mean/std) wherever the config is silent."""
+    backbone = raw.get("backbone")
+    if not isinstance(backbone, dict) or backbone.get("preset") is None:
+        return
+    try:
+        preset = presets.get(backbone["preset"])
+    except VitpeftError as error:
+        raise VitpeftError(f"{where}: backbone.preset: {error}") from None
+    backbone.setdefault("model", presets.model_cfg(backbone["preset"]))
+    if not any(backbone.get(key) for key in ("url", "timm_hub", "checkpoint")):
+        backbone["url"] = preset["url"]
+    hub_copy = backbone.get("timm_hub") and not backbone.get("checkpoint")
+    backbone.setdefault("layout", "timm" if hub_copy else preset["layout"])
+    source = raw.setdefault("source", {})
+    if isinstance(source, dict):
+        source.setdefault("mean", preset["mean"])
+        source.setdefault("std", preset["std"])
+
+
+def _check_backbone(cfg: dict, where: str) -> None:
+    backbone = cfg["backbone"]
+    if not (backbone["pretrain"] or backbone["checkpoint"] or backbone["url"] or backbone["timm_hub"]):
+        raise VitpeftError(
+            f"{where}: backbone: no weights: set backbone.url, backbone.timm_hub or backbone.checkpoint "
+            "(a local file), or backbone.preset"
+        )
+
+
+def _check_workflow_filled(raw, where: str) -> None:
+    """Keys of a spec's `train` that the workflow fills per run: a config naming them gets the reason."""
+    if not isinstance(raw, dict):
+        return
+    sections = [("train", raw.get("train"))]
+    experiments = raw.get("experiments")
+    if isinstance(experiments, list):
+        sections += [(f"experiments[{i}].train", exp.get("train")) for i, exp in enumerate(experiments)
+                     if isinstance(exp, dict)]
+    for here, train in sections:
+        for key, hint in WORKFLOW_FILLED.items():
+            if isinstance(train, dict) and key in train:
+                raise VitpeftError(f"{where}: {here}.{key}: set by the workflow from {hint}, not here")
+
+
+def _check_experiments(cfg: dict, where: str) -> None:
+    seen = set()
+    for i, exp in enumerate(cfg["experiments"]):
+        here = f"experiments[{i}]"
+        if exp["name"] in seen or exp["name"] == PRETRAINED:
+            reason = "is reserved for the untouched backbone" if exp["name"] == PRETRAINED else "is used twice"
+            raise VitpeftError(f"{where}: {here}.name: {exp['name']!r} {reason}; experiment names must be unique")
+        seen.add(exp["name"])
+        schema.check(exp["train"], where, "train", f"{here}.train")  # the shared section is already checked
+
+
+def merged_train(cfg: dict, exp: dict) -> dict:
+    """An experiment's training settings: its overrides over the shared section, nested sections key by key."""
+    return deep_merge(cfg["train"], exp["train"])
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        is_section = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = deep_merge(merged[key], value) if is_section else copy.deepcopy(value)
+    return merged
+
+
+def _check_curve(cfg: dict, where: str) -> None:
+    steps = cfg["curve"]["steps"]
+    check_curve_steps(steps, cfg["train"]["steps"], f"{where}: curve.steps")
+    for i, exp in enumerate(cfg["experiments"]):
+        own = exp["train"].get("steps")
+        if own is not None and steps and steps[-1] > own:
+            raise VitpeftError(
+                f"{where}: curve.steps: {steps[-1]} is beyond experiments[{i}].train.steps ({own}) "
+                f"of {exp['name']!r}; keep curve steps within every experiment's steps"
+            )
+
+
+def _check_datasets(cfg: dict, where: str) -> None:
+    """Every target dataset is built in, the demo's, or defined under imagefolders; mirrors are for built-ins."""
+    target = cfg["target"]
+    built_in = [name for name in catalogue.REGISTRY if name != "imagefolder"]
+    for section, allowed in (("imagefolders", None), ("mirrors", built_in)):
+        for name in target[section]:
+            if schema.SAFE_NAME.fullmatch(name) is None:
+                raise VitpeftError(f"{where}: target.{section}.{name}: not a safe name (letters, digits, _ - .)")
+            if allowed is not None and name not in allowed:
+                raise VitpeftError(f"{where}: target.{section}.{name}: mirrors are for built-in datasets "
+                                   f"({', '.join(allowed)})")
+            if section == "imagefolders" and name in built_in + ["synthetic"]:
+                raise VitpeftError(f"{where}: target.imagefolders.{name}: the name of a built-in dataset; rename it")
+    for i, name in enumerate(target["datasets"]):
+        if name not in (*built_in, "synthetic", *target["imagefolders"]):
+            raise VitpeftError(
+                f"{where}: target.datasets[{i}]: unknown dataset {name!r} (built in: {', '.join(built_in)}, "
+                "synthetic; or define it under target.imagefolders)"
+            )
+
+
+def _check_methods(cfg: dict, where: str, describe) -> None:
+    """Every experiment's method arguments against the model's depth (torch-free: vitpeft.methods.arguments)."""
+    depth = model_depth(cfg["backbone"]["model"], where, describe)
+    for i, exp in enumerate(cfg["experiments"]):
+        try:
+            arguments.check(exp["method"], exp["args"], depth)
+        except VitpeftError as error:
+            raise VitpeftError(f"{where}: experiments[{i}].args: {error}") from None
+
+
+def model_depth(model_cfg: dict, where: str, describe=None) -> int:
+    """Blocks of the configured model: from kwargs or the presets' table; else from `describe` (timm)."""
+    if arguments.is_int(model_cfg["kwargs"].get("depth")):
+        return model_cfg["kwargs"]["depth"]
+    known = presets.table_shape(model_cfg)
+    if known is not None:
+        return known["depth"]
+    if describe is None:
+        raise VitpeftError(
+            f"{where}: backbone.model: {model_cfg['name']!r} is no preset's architecture (or kwargs change it): "
+            "set backbone.model.kwargs.depth, or load the config with describe=vitpeft.models.shapes.describe"
+        )
+    try:
+        return describe(model_cfg)["depth"]
+    except VitpeftError as error:
+        raise VitpeftError(f"{where}: backbone.model: {error}") from None
+
+
+def paper_figures(cfg: dict) -> dict:
+    """{experiment name: {"params", "target", "source"}} for rows the paper publishes."""
+    return {exp["name"]: dict(exp["paper"]) for exp in cfg["experiments"] if exp.get("paper")}

@@ -1,0 +1,69 @@
+"""Models as the rest of vitpeft needs them: ready to train, trained, or the untouched backbone.
+
+Train/eval mode is the caller's business.
+"""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vitpeft.methods import registry
+from vitpeft.training import resume
+from vitpeft.models.backbone import build_model
+from vitpeft.models.layouts import load_backbone
+from vitpeft.errors import VitpeftError
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+def pretrained(spec: dict, device="cpu") -> nn.Module:
+    """The backbone as pretrained (spec's checkpoint), with a fresh head; no method applied."""
+    # Seeded, so that without a checkpoint the "pretrained" random weights are the same every time.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec["train"]["seed"])
+        model = build_model(spec["model"], spec["num_classes"], device="cpu")
+    if spec["checkpoint"] is not None:
+        load_backbone(model, spec["checkpoint"], spec["layout"])
+    return model.to(device)
+
+
+def for_training(spec: dict, device="cpu") -> nn.Module:
+    """The backbone with the spec's method applied (frozen/injected), ready for the training loop.
+
+    Everything random here (head, adapters) is seeded by spec.train.seed, so
+    the same spec gives the same starting model.
+    """
+    registry.check(spec["method"], spec["args"], _depth(spec))  # fail before loading weights
+    model = pretrained(spec, device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec["train"]["seed"] + 1)
+        registry.apply(model, spec["method"], spec["args"])
+    return model.to(device)
+
+
+def trained(spec: dict, run_dir, device="cpu", step=None) -> nn.Module:
+    """for_training(spec) with the run's trained weights loaded.
+
+    Those kept at the end (run_dir/trainable.safetensors), or with `step` the
+    forgetting curve's snapshot after that many steps (run_dir/curve/step_XXXXXX.safetensors).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / (TRAINABLE_FILE if step is None else f"{resume.CURVE}/{resume.snapshot_name(step)}")
+    if not path.is_file():
+        raise VitpeftError(f"no trained weights in run {run_dir}: {path} is missing")
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors' own error types for corrupt files
+        raise VitpeftError(f"trained weights {path} are not a readable safetensors file: {error}") from None
+    model = for_training(spec, device="cpu")
+    try:
+        registry.load_trainable(model, state)
+    except VitpeftError as error:
+        raise VitpeftError(f"{path}: {error}") from None
+    return model.to(device)
+
+
+def _depth(spec: dict) -> int:
+    return len(build_model(spec["model"], spec["num_classes"], device="meta").blocks)
