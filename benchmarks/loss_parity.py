@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from throughput import SCALES, synthetic_cifar  # noqa: E402
 
 from vitpeft.study import spec as spec_lib
-from vitpeft.training import train  # noqa: E402
+from vitpeft.training import draws, train  # noqa: E402
 
 
 def learnable_cifar(n: int, seed: int = 0):
@@ -40,14 +40,14 @@ def losses(scale: dict, steps: int, precision: str, compile_model: bool, device)
                   "lr": 0.01, "precision": precision, "compile": compile_model},
     })
     images, labels = learnable_cifar(max(8 * scale["batch_size"], 2048))
-    data = train.Data(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device))
+    data = draws.Data(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device))
     run = train.Run(spec, data, device)
     run.model.train()
     cache, generator, curve = {}, torch.Generator(device), []
     for step in range(steps):
         run.step = step
-        generator.manual_seed(train.derive_seed(0, train.STREAM_AUGMENT, step))
-        indices = train.batch_indices(step, len(labels), scale["batch_size"], 0, cache, device)
+        generator.manual_seed(draws.derive_seed(0, draws.STREAM_AUGMENT, step))
+        indices = draws.batch_indices(step, len(labels), scale["batch_size"], 0, cache, device)
         curve.append(run.train_step(indices, generator))
     run.check_finite()
     return [float(x) for x in torch.stack(curve).cpu()]

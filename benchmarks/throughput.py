@@ -25,7 +25,7 @@ import reference  # noqa: E402
 
 from vitpeft.evaluation import knn
 from vitpeft.study import spec as spec_lib
-from vitpeft.training import train  # noqa: E402
+from vitpeft.training import draws, train  # noqa: E402
 
 METHODS = {
     "full": ("full", {}),
@@ -75,7 +75,7 @@ def measure_method(name, scale, device, compile_model) -> tuple[float, float | N
     """Images/s and peak memory (GiB, CUDA only) of vitpeft's own training step."""
     steps, warmup, batch = scale["steps"], scale["warmup"], scale["batch_size"]
     images, labels = synthetic_cifar(max(4 * batch, 2048))
-    data = train.Data(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device))
+    data = draws.Data(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device))
     run = train.Run(method_spec(name, scale, warmup + steps, compile_model), data, device)
     run.model.train()
     cache, generator = {}, torch.Generator(device)
@@ -87,7 +87,7 @@ def measure_method(name, scale, device, compile_model) -> tuple[float, float | N
             start = time.perf_counter()
         run.step = step
         generator.manual_seed(step)
-        run.train_step(train.batch_indices(step, len(labels), batch, 0, cache, device), generator)
+        run.train_step(draws.batch_indices(step, len(labels), batch, 0, cache, device), generator)
     sync(device)
     seconds = time.perf_counter() - start
     run.check_finite()

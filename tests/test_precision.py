@@ -25,7 +25,8 @@ from vitpeft.training import resume
 from vitpeft.data import store
 from vitpeft.training import model as model_lib
 from vitpeft.study import spec as spec_lib
-from vitpeft.training.train import Run, load_data, train
+from vitpeft.training.draws import load_data
+from vitpeft.training.train import Run, train
 
 TOLERANCE = {"bf16": 0.05, "fp16": 0.006, "compile": 1e-5}
 SETTINGS = {  # name: (method, depth, train overrides, summary's precision)

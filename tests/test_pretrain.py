@@ -33,7 +33,7 @@ def test_pretrain_writes_a_headless_backbone_that_load_backbone_accepts(source_d
     assert set(saved) == {k for k in model.state_dict() if not k.startswith("head.")}
 
     fresh = backbone.build_model(tiny_model_cfg, num_classes=7)  # another task's head: must not matter
-    backbone.load_backbone(fresh, path)
+    layouts.load_backbone(fresh, path)
     for key, value in saved.items():
         torch.testing.assert_close(fresh.state_dict()[key], value, rtol=0, atol=0)
 
@@ -86,7 +86,7 @@ def test_pretrain_command_writes_the_checkpoint(source_dir, tiny_model_cfg, tmp_
     args = ["pretrain", "--config", str(config), "--data", str(source_dir), "--device", "cpu"]
     assert main([*args, "--out", str(out)]) == 0
     model = backbone.build_model(tiny_model_cfg, num_classes=3)
-    backbone.load_backbone(model, out)
+    layouts.load_backbone(model, out)
     assert np.isfinite(load_file(str(out))["norm.weight"].numpy()).all()
     assert main([*args, "--out", str(tmp_path / "pre.pth")]) == 2  # not safetensors
     assert not (tmp_path / "pre.pth").exists()

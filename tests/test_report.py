@@ -15,7 +15,7 @@ from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from vitpeft.study import config
-from vitpeft.report import tables
+from vitpeft.report import plots, provenance, tables
 from vitpeft.cli import main
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import write_json
@@ -228,7 +228,7 @@ def test_a_curve_ending_before_step_ten_says_the_claim_cannot_be_read(made):
 
 def test_curve_csv_has_exactly_the_five_columns_for_one_dataset(made, tmp_path):
     plan = made(datasets=["synthetic"])
-    tables.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    provenance.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
     curve = pd.read_csv("out/curve.csv")
     assert curve.columns.tolist() == ["experiment", "seed", "step", "target_acc", "source_acc"]
     assert len(curve) == 4 * 2 * 4  # experiments x seeds x curve steps
@@ -236,7 +236,7 @@ def test_curve_csv_has_exactly_the_five_columns_for_one_dataset(made, tmp_path):
 
 def test_curve_csv_leads_with_the_dataset_when_there_are_several(made, tmp_path):
     plan = made()
-    tables.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    provenance.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
     curve = pd.read_csv("out/curve.csv")
     assert curve.columns.tolist() == ["dataset", "experiment", "seed", "step", "target_acc", "source_acc"]
     assert set(curve["dataset"]) == {"synthetic", "cifar100"}
@@ -246,7 +246,7 @@ def test_curve_csv_leads_with_the_dataset_when_there_are_several(made, tmp_path)
 
 def test_without_curve_steps_no_curve_files_and_no_claim(made, tmp_path):
     plan = made(curve=False)
-    text = tables.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    text = provenance.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
     assert not os.path.exists("out/curve.csv") and not os.path.exists("out/curve.png")
     assert "Forgetting early" not in text and "Source lost" not in text
 
@@ -255,7 +255,7 @@ def test_without_curve_steps_no_curve_files_and_no_claim(made, tmp_path):
 
 
 def test_the_tradeoff_plot_draws_error_bars_with_seeds_and_one_panel_per_dataset(made):
-    figure = tables.tradeoff_figure(tables.build(made()))
+    figure = plots.tradeoff_figure(tables.build(made()))
     axes = figure.axes
     assert [ax.get_title() for ax in axes] == [
         "synthetic: stability-plasticity trade-off", "cifar100: stability-plasticity trade-off"
@@ -266,16 +266,16 @@ def test_the_tradeoff_plot_draws_error_bars_with_seeds_and_one_panel_per_dataset
 
 
 def test_one_seed_draws_no_error_bars_and_another_picture(made, tmp_path):
-    one = tables.tradeoff_figure(tables.build(made(seeds=[0], datasets=["synthetic"])))
+    one = plots.tradeoff_figure(tables.build(made(seeds=[0], datasets=["synthetic"])))
     assert not any(isinstance(c, ErrorbarContainer) for ax in one.axes for c in ax.containers)
-    two = tables.tradeoff_figure(tables.build(made(seeds=[0, 1], datasets=["synthetic"])))
+    two = plots.tradeoff_figure(tables.build(made(seeds=[0, 1], datasets=["synthetic"])))
     one.savefig(tmp_path / "one.png", format="png")
     two.savefig(tmp_path / "two.png", format="png")
     assert (tmp_path / "one.png").read_bytes() != (tmp_path / "two.png").read_bytes()
 
 
 def test_the_curve_plot_has_a_source_and_a_target_panel_per_dataset_with_bands(made):
-    figure = tables.curve_figure(tables.build(made()))
+    figure = plots.curve_figure(tables.build(made()))
     assert len(figure.axes) == 4
     source = figure.axes[0]
     assert source.get_xscale() == "symlog" and source.get_xlim()[0] == 0  # step 0 on the log axis

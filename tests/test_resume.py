@@ -20,7 +20,8 @@ from vitpeft.training import resume
 from vitpeft.data import store
 from vitpeft.study import spec as spec_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.training.train import Run, load_data, train
+from vitpeft.training.draws import load_data
+from vitpeft.training.train import Run, train
 
 
 def make_spec(data="data", method="full", **train_overrides):

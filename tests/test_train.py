@@ -18,7 +18,8 @@ from vitpeft.data import store
 from vitpeft.training import model as model_lib
 from vitpeft.study import spec as spec_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.training.train import RUN_FILES, Run, Selection, batch_indices, load_data, lr_at, train
+from vitpeft.training.draws import batch_indices, load_data, lr_at
+from vitpeft.training.train import RUN_FILES, Run, Selection, train
 
 
 def make_spec(data, method="full", args=None, test=None, val=None, **train_overrides):

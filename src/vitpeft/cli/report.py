@@ -24,11 +24,11 @@ def run(args) -> int:
     from vitpeft.study import config
     from vitpeft.models import shapes
     from vitpeft.study import preflight
-    from vitpeft.report import tables
+    from vitpeft.report import provenance, tables
     from vitpeft.study.plan import Plan
 
     preflight.writable(args.out, "--out")
     preflight.writable(Path(args.provenance).parent, "--provenance")
     plan = Plan(config.load(args.config, describe=shapes.describe))
-    print(tables.write(tables.build(plan), args.out, args.provenance, args.config, plan))
+    print(provenance.write(tables.build(plan), args.out, args.provenance, args.config, plan))
     return 0

@@ -5,7 +5,7 @@ DINO's ViT-B/16 cannot be downloaded offline, so the demo makes its own
 cross-entropy on the source train set (texture classes, random colours), with
 the same on-device crop/flip augmentation the fine-tuning loop uses. Its
 weights are saved WITHOUT the classifier, as DINO's file is, so
-`backbone.load_backbone` reads it exactly like the real checkpoint.
+`layouts.load_backbone` reads it exactly like the real checkpoint.
 
 AdamW with warm-up and cosine decay: a ViT trained from scratch needs an
 adaptive optimiser to converge in a few hundred steps (SGD is for the

@@ -1,4 +1,4 @@
-"""The study's report: the table (Markdown, CSV, LaTeX), every run, the trade-off plot and the forgetting curve.
+"""The study's report as data and text: the table (Markdown, CSV, LaTeX), every run, the forgetting curve.
 
 It reads exactly the metrics files a `Plan` names (never a folder listing: old
 outputs under other keys may lie beside them) and nothing else.
@@ -23,12 +23,12 @@ experiment, seed, step, target_acc, source_acc (with a leading `dataset`
 column when the study has more than one target dataset), from the curve's
 steps; the source figures there are k-NN on the curve's class-balanced
 subsample, so the final weights' score on that subsample is kept as
-`source_acc_subsample` beside the table's. curve.png draws source k-NN and
-target accuracy against the step, one line per experiment, shaded band = std
-over seeds, one row of panels per target dataset. `early_source_loss` is the
+`source_acc_subsample` beside the table's. `early_source_loss` is the
 paper's "fine-tuning all weights for only 10 iterations loses over 70% of the
 ImageNet accuracy" as a number: the percentage of the run's own step-0 source
 k-NN lost at the first curve step at or after 10 (`early_step`).
+
+The plots are vitpeft.report.plots; the files and their provenance vitpeft.report.provenance.
 """
 
 import hashlib
@@ -42,7 +42,6 @@ import pandas as pd
 
 from vitpeft.study import config as config_lib
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import atomic_path, write_json
 from vitpeft.study.plan import PRETRAINED
 
 PAPER_DATASET = "cifar100"  # the target dataset the paper's figures belong to
@@ -313,7 +312,7 @@ def _counts(frame: pd.DataFrame) -> pd.DataFrame:
 
 def human_count(count) -> str:
     """85875556 -> '85.9M', 224356 -> '224K', 76900 -> '76.9K' (three significant digits); NaN -> ''."""
-    if _missing(count):
+    if is_missing(count):
         return ""
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if count >= size:
@@ -326,19 +325,19 @@ def _three_digits(value: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _fmt(value, signed=False) -> str:
-    if _missing(value):
+    if is_missing(value):
         return ""
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
 def _pm(mean, std) -> str:
     """'90.00 ± 1.41'; the mean alone for one seed."""
-    return _fmt(mean) + ("" if _missing(std) or _missing(mean) else f" ± {std:.2f}")
+    return _fmt(mean) + ("" if is_missing(std) or is_missing(mean) else f" ± {std:.2f}")
 
 
 
@@ -414,167 +413,3 @@ def latex(report: Report) -> str:
     headers, rows = display_rows(report)
     text = tabulate(rows, headers, tablefmt="latex_booktabs", disable_numparse=True)
     return text.replace("±", r"$\pm$").replace("≥", r"$\geq$") + "\n"
-
-
-# ---------------------------------------------------------------- the plots
-
-
-FAMILY_COLOURS = {"Standard fine-tuning": "tab:blue", "LoRA": "tab:orange", "Block Expansion": "tab:green"}
-
-
-def tradeoff_figure(report: Report):
-    """Target accuracy (plasticity) against source k-NN (stability), one panel per target dataset."""
-    from matplotlib.figure import Figure
-
-    table = report.table
-    datasets = list(dict.fromkeys(table["dataset"]))
-    fig = Figure(figsize=(7.5 * len(datasets), 5.8))
-    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-    runs = table[table["experiment"] != PRETRAINED]
-    # Each set is scaled by its own largest model: the demo's tiny ViT and the paper's ViT-B differ 250-fold.
-    scales = _area_scale(runs["trainable_params"]), _area_scale(runs["paper_params"])
-    for ax, dataset in zip(axes, datasets):
-        _tradeoff_panel(ax, table[table["dataset"] == dataset], scales)
-        ax.set_title(f"{dataset}: stability-plasticity trade-off")
-    seeds = len(report.seeds)
-    fig.suptitle(
-        f"Marker area ~ sqrt(trainable params); hollow = the paper; "
-        f"{'error bars = sample std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    return fig
-
-
-def _tradeoff_panel(ax, table: pd.DataFrame, scales) -> None:
-    ours_area, paper_area = scales
-    runs = table[table["experiment"] != PRETRAINED]
-    for family, group in runs.groupby("family", sort=False):
-        colour = FAMILY_COLOURS.get(family, "tab:gray")
-        x, y = group["target_acc"].astype(float), group["source_acc"].astype(float)
-        xerr, yerr = group["target_acc_std"].astype(float), group["source_acc_std"].astype(float)
-        if xerr.notna().any() or yerr.notna().any():
-            ax.errorbar(x, y, xerr=xerr.fillna(0), yerr=yerr.fillna(0), fmt="none", ecolor=colour, elinewidth=1,
-                        capsize=3, alpha=0.8)  # fmt: skip
-        ax.scatter(x, y, s=ours_area(group["trainable_params"]), color=colour, alpha=0.75, edgecolors="black",
-                   linewidths=0.5, label=f"{family} (ours)")  # fmt: skip
-        paper = group[group["paper_target_acc"].notna() & group["paper_source_acc"].notna()]
-        if len(paper):
-            ax.scatter(paper["paper_target_acc"], paper["paper_source_acc"], s=paper_area(paper["paper_params"]),
-                       facecolors="none", edgecolors=colour, linewidths=1.2, label=f"{family} (paper)")  # fmt: skip
-        for row in group.itertuples():
-            ax.annotate(row.experiment, (row.target_acc, row.source_acc), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
-    pretrained = table[table["experiment"] == PRETRAINED]
-    if len(pretrained) and not _missing(pretrained["source_acc"].iloc[0]):
-        level = pretrained["source_acc"].iloc[0]
-        ax.axhline(level, color="gray", linestyle="--", linewidth=1, label=f"pretrained backbone ({level:.1f})")
-    ax.set_xlabel("target accuracy (%)  - plasticity")
-    ax.set_ylabel("source k-NN accuracy (%)  - stability")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best", markerscale=0.5)
-
-
-def _area_scale(params: pd.Series):
-    """Marker area ~ sqrt(params / largest): linear probing stays visible beside full fine-tuning."""
-    values = params.astype(float)
-    largest = values.max(skipna=True)
-    largest = largest if largest and not math.isnan(largest) else 1.0
-    return lambda column: 30 + 600 * np.sqrt(np.nan_to_num(column.astype(float).to_numpy(), nan=0.0) / largest)
-
-
-CURVE_PANELS = (("source_acc", "source k-NN accuracy (%) on the subsample"), ("target_acc", "target accuracy (%)"))
-
-
-def curve_figure(report: Report):
-    """Source k-NN and target accuracy against the step, one line per experiment, one row per target dataset."""
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    curve = report.curve
-    datasets = list(dict.fromkeys(curve["dataset"]))
-    experiments = list(dict.fromkeys(curve["experiment"]))
-    palette = colormaps["tab10" if len(experiments) <= 10 else "tab20"]
-    colours = {name: palette(i % palette.N) for i, name in enumerate(experiments)}
-    fig = Figure(figsize=(13, 4.8 * len(datasets)))
-    for axes, dataset in zip(fig.subplots(len(datasets), 2, squeeze=False), datasets):
-        for ax, (column, label) in zip(axes, CURVE_PANELS):
-            _curve_panel(ax, curve[curve["dataset"] == dataset], column, colours)
-            ax.set_ylabel(label)
-            ax.set_title(f"{dataset}: {label.split(' (')[0]} over fine-tuning")
-        axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="experiment")
-    seeds = len(report.seeds)
-    fig.suptitle(
-        f"Forgetting curve: mean over {seeds} seed{'s' * (seeds > 1)}"
-        f"{'; shaded band = sample std' if seeds > 1 else ''}; step 0 = the untouched model with its fresh head",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    return fig
-
-
-def _curve_panel(ax, curve: pd.DataFrame, column: str, colours: dict) -> None:
-    for experiment, runs in curve.groupby("experiment", sort=False):
-        stats = runs.groupby("step")[column].agg(["mean", "std"])
-        if stats["mean"].isna().all():
-            continue  # no source score on this curve
-        steps, mean, std = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["std"].to_numpy()
-        ax.plot(steps, mean, marker="o", markersize=3, color=colours[experiment], label=experiment)
-        if not np.isnan(std).all():
-            ax.fill_between(steps, mean - std, mean + std, color=colours[experiment], alpha=0.2, linewidth=0)
-    ax.set_xscale("symlog", linthresh=1)  # logarithmic, yet step 0 (the untouched model) stays on the axis
-    ax.set_xlim(left=0)
-    ax.set_xlabel("fine-tuning step (log scale; 0 = untouched)")
-    ax.grid(alpha=0.3, which="both")
-
-
-# ---------------------------------------------------------------- all files
-
-
-def write(report: Report, out_dir, provenance, config_path, plan) -> str:
-    """Write every report file under `out_dir`, then the provenance file (last: it marks the report done).
-
-    Returns the Markdown table.
-    """
-    out_dir = Path(out_dir)
-    text = markdown(report)
-    _write_text(out_dir / "table.md", text)
-    _write_csv(out_dir / "table.csv", report.table)
-    _write_text(out_dir / "table.tex", latex(report))
-    _write_csv(out_dir / "per_seed.csv", report.per_seed)
-    _write_figure(out_dir / "tradeoff.png", tradeoff_figure(report))
-    if report.curve is not None:
-        several = report.table["dataset"].nunique() > 1
-        _write_csv(out_dir / "curve.csv", report.curve if several else report.curve[CURVE_COLUMNS])
-        _write_figure(out_dir / "curve.png", curve_figure(report))
-    write_provenance(provenance, report, config_path, plan)
-    return text
-
-
-def write_provenance(path, report: Report, config_path, plan) -> None:
-    """Every input read with its sha256, the config and the report key; older report-*.json beside it go."""
-    path, config_path = Path(path), Path(config_path)
-    for stale in path.parent.glob("report-*.json"):
-        if stale.name != path.name:
-            stale.unlink()  # it described an earlier version of the study
-    write_json(path, {
-        "name": plan.name,
-        "config": {"path": str(config_path), "sha256": hashlib.sha256(config_path.read_bytes()).hexdigest()},
-        "report_key": plan.report.key,
-        "inputs": report.inputs,
-    })  # fmt: skip
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.4f")
-
-
-def _write_figure(path: Path, fig) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")

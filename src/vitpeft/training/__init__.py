@@ -1,8 +1,8 @@
 """Training: one run from its spec to its checkpoint.
 
-train (the loop and model selection; every draw from (seed, step)), resume
-(atomic resume checkpoints and curve snapshots), model (build a spec's model:
-pretrained, for training, trained), devices (the device a job runs on),
-gpu_check (`vitpeft check --gpu`). Imports vitpeft.study (spec, preflight) and
-everything below it.
+train (the loop and model selection), draws (the data on the device and every
+draw from (seed, step)), resume (atomic resume checkpoints and curve
+snapshots), model (build a spec's model: pretrained, for training, trained),
+devices (the device a job runs on), gpu_check (`vitpeft check --gpu`).
+Imports vitpeft.study (spec, preflight) and everything below it.
 """

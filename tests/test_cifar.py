@@ -47,13 +47,13 @@ def write_cifar_archive(path, members):
 
 
 @pytest.fixture
-def cifar(tmp_path):
+def cifar_archive(tmp_path):
     parts = {"train": cifar_split(12, seed=0), "test": cifar_split(5, seed=1), "meta": cifar_meta()}
     return write_cifar_archive(tmp_path / "cifar-100-python.tar.gz", parts), parts
 
 
-def test_download_then_prepare_cifar100_end_to_end(tmp_path, cifar):
-    archive, parts = cifar
+def test_download_then_prepare_cifar100_end_to_end(tmp_path, cifar_archive):
+    archive, parts = cifar_archive
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     downloaded, out = tmp_path / "dl" / "cifar.tar.gz", tmp_path / "cifar100"
     with serve(archive.parent) as url:
@@ -71,8 +71,8 @@ def test_download_then_prepare_cifar100_end_to_end(tmp_path, cifar):
             assert image[2, 5].tolist() == [row[2 * 32 + 5], row[1024 + 2 * 32 + 5], row[2048 + 2 * 32 + 5]]
 
 
-def test_truncated_archive_is_named_and_writes_nothing(tmp_path, cifar):
-    archive, _ = cifar
+def test_truncated_archive_is_named_and_writes_nothing(tmp_path, cifar_archive):
+    archive, _ = cifar_archive
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(VitpeftError, match=r"cut\.tar\.gz is not a readable CIFAR-100 archive"):
