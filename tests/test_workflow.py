@@ -231,11 +231,20 @@ def refused(project, config, *args) -> str:
 
 
 def test_an_invalid_config_stops_before_any_job_with_one_message(tmp_path):
+    """The message names the experiment and the file as the user gave it, and nothing of the workflow's insides."""
     project = slurmctl.make_project(tmp_path / "p")
     cfg = demo_grid()
     cfg["experiments"][0]["method"] = "lorra"
-    config = slurmctl.write_config(project, cfg, "bad.yaml")
-    assert "bad.yaml: experiments[0].method: 'lorra' is not one of" in refused(project, [config])
+    slurmctl.write_config(project, cfg, "bad.yaml")
+    cfg["experiments"][0]["method"] = "full"
+    cfg["experiments"][2]["train"] = {"lr": float("nan")}
+    slurmctl.write_config(project, cfg, "nan.yaml")
+    for config, message in (("config/bad.yaml", "experiment 'full': method: 'lorra' is not one of ['full',"),
+                            ("config/nan.yaml", "experiment 'lora_r4': train.lr: nan is not a finite number")):
+        output = refused(project, [config])
+        assert f"invalid config: {config}: {message}" in output
+        assert output.count(config) == 1 and output.count("\n") <= 2, output  # the profile's line, then ours
+        assert "common.smk" not in output and "Traceback" not in output and "WorkflowError" not in output, output
     assert not (project / "results").exists()
 
 

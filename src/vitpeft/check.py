@@ -35,7 +35,7 @@ def run_checks(config_path, profile="slurm/config.yaml") -> list:
     """Every finding for the study in `config_path` (a config that does not load is the only finding)."""
     try:
         cfg = config_lib.load(config_path)
-        config_lib.check_models(cfg, Path(config_path).name)
+        config_lib.check_models(cfg, str(config_path))
     except VitpeftError as error:
         return [Finding(FAIL, "config", str(error))]
     plan = Plan(cfg)

@@ -3,6 +3,7 @@
 # functions the rules use. No science here: rules call `vitpeft`. Nothing is
 # written while planning: a dry run, --lint or --dag leaves the checkout as it was.
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -14,26 +15,36 @@ from vitpeft.plan import PRETRAINED, Plan
 DEFAULT_CONFIG = "config/config.yaml"  # read by vitpeft itself; Snakemake's `config` dict is not used
 
 
+def refuse(message):
+    """Stop before any job with the message alone: an exception raised here would add this file's frames."""
+    sys.exit(message)
+
+
+def as_given(path):
+    """A --configfile as the user typed it, near enough: Snakemake made it absolute; relative here when inside."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.split(os.sep)[0] == os.pardir else relative
+
+
 def _config_file():
     """The one config in force (Snakemake would merge several key by key; we refuse that)."""
-    given = list(workflow.overwrite_configfiles)
+    given = [as_given(path) for path in workflow.overwrite_configfiles]
     if workflow.config_settings.config:
         keys = ", ".join(workflow.config_settings.config)
-        raise WorkflowError(f"--config {keys}: not read (the config is validated as one file); edit a copy instead")
+        refuse(f"--config {keys}: not read (the config is validated as one file); edit a copy instead")
     if len(given) > 1:
-        names = ", ".join(map(str, given))
-        raise WorkflowError(
-            f"give one --configfile, not {len(given)}: {names} (targets go before --configfile, "
+        refuse(
+            f"give one --configfile, not {len(given)}: {', '.join(given)} (targets go before --configfile, "
             "which takes every following word: snakemake all --cores 2 --configfile config/demo.yaml)"
         )
-    return str(given[0]) if given else DEFAULT_CONFIG
+    return given[0] if given else DEFAULT_CONFIG
 
 
 CONFIG = _config_file()
 try:  # validate before any job is scheduled; the message names the key at fault
     PLAN = Plan(vitpeft_config.load(CONFIG))
 except VitpeftError as error:
-    raise WorkflowError(f"invalid config: {error}") from None
+    refuse(f"invalid config: {error}")
 
 CFG = PLAN.cfg
 RESULTS = PLAN.results
