@@ -70,8 +70,13 @@ def experiment_jobs(name) -> Counter:
 def test_the_report_holds_every_row_seed_and_curve_point(finished):
     project, _ = finished
     folder = results(project)
-    for name in ("table.md", "table.csv", "table.tex", "per_seed.csv", "tradeoff.png", "curve.csv", "curve.png"):
+    for name in ("table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png", "curve.csv",
+                 "curve.png"):
         assert (folder / name).stat().st_size > 0, name
+    index = pd.read_csv(folder / "index.csv").set_index("experiment")
+    for name in EXPERIMENTS:  # the index names the folder a user looks for
+        assert (project / index.loc[name, "run"] / "trainable.safetensors").is_file(), name
+        assert (project / index.loc[name, "spec"]).is_file() and (project / index.loc[name, "target"]).is_file()
     assert len(list((folder / "provenance").glob("report-*.json"))) == 1
     table = pd.read_csv(folder / "table.csv").set_index("experiment")
     assert list(table.index) == ["pretrained"] + EXPERIMENTS
@@ -212,10 +217,11 @@ def test_snakemake_report_holds_the_table_the_figures_and_their_captions(finishe
     slurmctl.snakemake(project, "--report", html, "--configfile", config, timeout=600)
     text = html.read_text()
     folder = results(project)
-    for name in ("table.csv", "per_seed.csv", "tradeoff.png", "curve.csv", "curve.png"):
+    for name in ("table.csv", "per_seed.csv", "index.csv", "tradeoff.png", "curve.csv", "curve.png"):
         content = base64.b64encode((folder / name).read_bytes()).decode()
         assert content[:2000] in text, f"{name} is not embedded in the report"
-    for caption in ("The results table", "Every single run", "Stability-plasticity trade-off", "Forgetting over"):
+    for caption in ("The results table", "Every single run", "Where every run", "Stability-plasticity trade-off",
+                    "Forgetting over"):
         assert caption in text, caption
     assert "how much fine-tuning" in text  # the workflow description
 

@@ -281,10 +281,11 @@ class Plan:
         return Node(key, f"{inside(self.results, 'provenance')}/report-{key}.json")
 
     def report_files(self) -> list:
-        names = ["table.md", "table.csv", "table.tex", "per_seed.csv", "tradeoff.png"]
-        if self.cfg["curve"]["steps"]:
-            names += ["curve.csv", "curve.png"]
-        return [f"{self.results}/{name}" for name in names]
+        names = ["table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png"]
+        return [f"{self.results}/{name}" for name in names] + self.curve_files()
+
+    def curve_files(self) -> list:
+        return [f"{self.results}/{name}" for name in ("curve.csv", "curve.png")] if self.cfg["curve"]["steps"] else []
 
 
 def _report_settings(cfg: dict) -> dict:
