@@ -254,6 +254,28 @@ def test_an_invalid_config_stops_before_any_job_with_one_message(tmp_path):
     assert not (project / "results").exists()
 
 
+def test_a_second_config_with_a_studys_name_is_named_before_it_overwrites_the_table(tmp_path):
+    """A copied config that keeps the study name would rewrite the other's table: said up front, naming both."""
+    project = slurmctl.make_project(tmp_path / "p")
+    slurmctl.write_config(project, demo_grid())
+    copied = demo_grid()
+    copied["train"]["lr"] = 0.01
+    slurmctl.write_config(project, copied, "copy.yaml")
+    # What the report of config/wf.yaml leaves (vitpeft.report.write_provenance's record)
+    provenance = project / "results" / NAME / "provenance" / "report-0123456789ab.json"
+    provenance.parent.mkdir(parents=True)
+    provenance.write_text('{"name": "wf", "config": {"path": "config/wf.yaml", "sha256": "0"}, "inputs": {}}')
+    warning = (f"warning: results/{NAME}/ holds the report of config/wf.yaml, and config/copy.yaml has the same "
+               f"study name '{NAME}': running it rewrites that study's tables, index and plots")
+    result = slurmctl.snakemake(project, "-n", "all", "--configfile", "config/copy.yaml", timeout=120)
+    assert warning in result.stdout and result.stdout.index(warning) < result.stdout.index("Building DAG")
+    own = slurmctl.snakemake(project, "-n", "all", "--configfile", "config/wf.yaml", timeout=120)
+    assert "warning" not in own.stdout
+    checked = slurmctl.run([slurmctl.BIN / "vitpeft", "check", "--config", "config/copy.yaml"], cwd=project,
+                           timeout=120, check=False)
+    assert f"warn  study name: {warning.removeprefix('warning: ')}" in checked.stdout
+
+
 @pytest.mark.parametrize("name", ["..", "../../etc", "."])
 def test_a_hostile_name_is_refused_before_anything_is_written(tmp_path, name):
     project = slurmctl.make_project(tmp_path / "p")

@@ -41,6 +41,8 @@ def run_checks(config_path, profile="slurm/config.yaml") -> list:
     plan = Plan(cfg)
     findings = [Finding(OK, "config", f"{len(plan.runs)} runs ({len(cfg['experiments'])} experiments x "
                                       f"{len(plan.targets)} datasets x {len(cfg['seeds'])} seeds)")]
+    clash = plan.name_clash(config_path)
+    findings += [Finding(WARN, "study name", clash)] if clash else []
     findings += [_target(plan, name) for name in plan.targets]
     findings.append(_imagenet(plan))
     findings.append(_checkpoint(plan))

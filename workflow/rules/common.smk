@@ -45,6 +45,9 @@ try:  # validate before any job is scheduled; the message names the key at fault
     PLAN = Plan(vitpeft_config.load(CONFIG))
 except VitpeftError as error:
     refuse(f"invalid config: {error}")
+CLASH = PLAN.name_clash(CONFIG) if workflow.is_main_process else None  # once, not in every job's log
+if CLASH:
+    print(f"warning: {CLASH}", file=sys.stderr)
 
 CFG = PLAN.cfg
 RESULTS = PLAN.results
