@@ -254,6 +254,19 @@ def test_an_invalid_config_stops_before_any_job_with_one_message(tmp_path):
     assert not (project / "results").exists()
 
 
+def test_a_report_asked_for_before_the_run_says_what_must_run_first(tmp_path):
+    project = slurmctl.make_project(tmp_path / "p")
+    slurmctl.write_config(project, demo_grid())
+    result = slurmctl.snakemake(project, "--report", "report.html", "--configfile", "config/wf.yaml",
+                                check=False, timeout=120)
+    assert result.returncode != 0
+    assert ("--report: results/wf/ holds no report of config/wf.yaml as it stands (the workflow's last job "
+            "writes it): run `snakemake all --cores N --configfile config/wf.yaml` first "
+            "(`snakemake -n all --configfile config/wf.yaml` lists what is left to run)") in result.stdout
+    assert "Missing metadata" not in result.stdout and "WorkflowError" not in result.stdout, result.stdout
+    assert not (project / "report.html").exists() and not (project / "results").exists()
+
+
 def test_a_second_config_with_a_studys_name_is_named_before_it_overwrites_the_table(tmp_path):
     """A copied config that keeps the study name would rewrite the other's table: said up front, naming both."""
     project = slurmctl.make_project(tmp_path / "p")
