@@ -2,13 +2,15 @@
 
 Commands are read from README.md, config/README.md, the Snakefile's header and
 slurm/config.yaml: lines of code blocks and comments, and `inline code`, that
-start with `snakemake` or `vitpeft`. A `snakemake` command runs as written plus
-`-n` (a dry run: it plans the real work, checks every argument and writes
-nothing) in a copy of the project. A `vitpeft` command that only reads runs as
-written; one that would do real work (train, download, prepare...) is checked
-against the CLI: its subcommand exists and takes every flag it shows. A
-`snakemake --report` command needs a finished study: it runs on the
-demo-scale study the workflow tests finish (its config added).
+start with `snakemake` or `vitpeft`. They run in a fresh shell that has only
+what the README tells a user to do (its `source .venv/bin/activate`), not the
+test's own environment. A `snakemake` command runs as written plus `-n` (a
+dry run: it plans the real work, checks every argument and writes nothing) in
+a copy of the project. A `vitpeft` command that only reads runs as written;
+one that would do real work (train, download, prepare...) is checked against
+the CLI: its subcommand exists and takes every flag it shows. A `snakemake
+--report` command needs a finished study: it runs on the demo-scale study the
+workflow tests finish (its config added).
 """
 
 import re
@@ -47,6 +49,24 @@ def is_command(text: str) -> bool:
 
 
 COMMANDS = documented_commands()
+FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # a new login shell's, on Debian
+
+
+def shell_setup() -> str:
+    """The README's one line that readies a shell for its commands (code-block lines starting with `source`)."""
+    text = (REPO / "README.md").read_text()
+    blocks = "\n".join(re.findall(r"```\w*\n(.*?)```", text, re.S))
+    found = [line.strip() for line in blocks.splitlines() if line.strip().startswith("source ")]
+    assert len(found) == 1, f"README.md should say once how to put .venv/bin on the PATH, found {found}"
+    return found[0]
+
+
+def in_shell(project, command: str, timeout: int = 300, setup: bool = True, **env_extra):
+    """`command` in a fresh bash: the system's PATH and, with `setup`, only what the README says to do first."""
+    (project / ".venv").is_symlink() or (project / ".venv").symlink_to(slurmctl.BIN.parent)  # what make setup made
+    line = f"{shell_setup()} && {command}" if setup else command
+    return slurmctl.run(["bash", "-c", line], cwd=project, timeout=timeout, check=False, PATH=FRESH_PATH,
+                        VIRTUAL_ENV="", **env_extra)
 
 
 def test_the_docs_show_the_commands_users_need():
@@ -67,6 +87,17 @@ def project(tmp_path_factory):
     return slurmctl.make_project(tmp_path_factory.mktemp("docs") / "project")
 
 
+def test_the_readme_puts_the_tools_on_the_path_before_its_first_command(project):
+    text = (REPO / "README.md").read_text()
+    first = min(text.index(command) for where, command in COMMANDS if where == "README.md")
+    assert text.index(shell_setup()) < first, "the README's commands come before it says how to run them"
+    bare = in_shell(project, "command -v snakemake vitpeft dvc", setup=False)
+    assert bare.returncode != 0, f"a fresh shell has the tools already, the test cannot tell:\n{bare.stdout}"
+    ready = in_shell(project, "command -v snakemake vitpeft dvc")
+    assert ready.returncode == 0, ready.stdout
+    assert ready.stdout.split() == [str(slurmctl.BIN / name) for name in ("snakemake", "vitpeft", "dvc")]
+
+
 def subcommand_options(name: str) -> set:
     sub = SUBCOMMANDS.get(name)
     assert sub is not None, f"vitpeft has no subcommand {name!r}"
@@ -77,8 +108,9 @@ def subcommand_options(name: str) -> set:
 @pytest.mark.parametrize("where, command", [c for c in COMMANDS if c[1].startswith("snakemake") and "--report" not in c[1]],
                          ids=lambda value: value if " " in str(value) else None)
 def test_each_documented_snakemake_command_plans_without_error(project, where, command):
+    in_shell(project, "true")  # the .venv link, before the snapshot
     before = {p: p.stat().st_mtime_ns for p in project.rglob("*")}
-    result = slurmctl.snakemake(project, *shlex.split(command)[1:], "-n", check=False, timeout=300)
+    result = in_shell(project, f"{command} -n")
     assert result.returncode == 0, f"{where}: `{command}` failed:\n{slurmctl.tail(result.stdout)}"
     assert {p: p.stat().st_mtime_ns for p in project.rglob("*") if ".snakemake" not in p.parts} == {
         p: t for p, t in before.items() if ".snakemake" not in p.parts}, f"{where}: `{command} -n` wrote files"
@@ -95,7 +127,7 @@ def test_each_documented_vitpeft_command_exists_with_its_flags_and_read_only_one
         if flag.startswith("--"):
             assert flag in options, f"{where}: `{command}`: vitpeft {name} has no {flag}"
     if name in READ_ONLY and not any(word.isupper() for word in words):  # concrete, not a synopsis
-        result = slurmctl.run([slurmctl.BIN / "vitpeft", *words[1:]], cwd=project, timeout=300, check=False)
+        result = in_shell(project, command)
         assert result.returncode in (0, 2), result.stdout  # `check` exits 2 for what is missing here
         assert "Traceback" not in result.stdout, f"{where}: `{command}` crashed:\n{result.stdout}"
 
@@ -106,8 +138,9 @@ def test_each_documented_vitpeft_command_exists_with_its_flags_and_read_only_one
 def test_each_documented_report_command_bundles_a_finished_study(finished, tmp_path, where, command):
     """A report needs a finished study: the demo-scale one, its config given as the only addition."""
     project, config = finished
-    words = shlex.split(command)[1:]
+    words = shlex.split(command)
     words[words.index("--report") + 1] = str(tmp_path / words[words.index("--report") + 1])
-    result = slurmctl.snakemake(project, *words, "--configfile", config, check=False, timeout=600)
+    result = in_shell(project, f"{shlex.join(words)} --configfile {config}", timeout=600)
     assert result.returncode == 0, f"{where}: `{command}` failed:\n{slurmctl.tail(result.stdout)}"
     assert (tmp_path / "report.html").stat().st_size > 0
+
