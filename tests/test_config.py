@@ -1,5 +1,7 @@
 """The workflow config: schema errors name the key, defaults come from the schema, the grids resolve."""
 
+import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from vitpeft import config, methods, schema, spec, synthetic
+from vitpeft import config, method_args, methods, schema, spec, synthetic
 from vitpeft.errors import VitpeftError
 from vitpeft.plan import Plan
 
@@ -234,6 +236,14 @@ def test_config_readme_holds_the_schemas_key_table_as_generated():
     assert schema.key_table() in readme, "config/README.md's key table is stale: run python scripts/config-keys.py"
     for key, *_ in schema.key_rows():
         assert f"| `{key}` |" in readme
+
+
+def test_the_args_description_names_every_method_and_its_arguments():
+    text = schema.schema()["$defs"]["experiment"]["properties"]["args"]["description"]
+    for method, config_cls in method_args.CONFIGS.items():
+        names = ["peft_type"] if method == "peft" else [field.name for field in dataclasses.fields(config_cls)]
+        for word in (method, *names):
+            assert re.search(rf"\b{word}\b", text), f"experiments[].args does not mention {method}'s {word}"
 
 
 def test_schema_method_names_are_the_registry():

@@ -10,13 +10,17 @@ a copy of the project. A `vitpeft` command that only reads runs as written;
 one that would do real work (train, download, prepare...) is checked against
 the CLI: its subcommand exists and takes every flag it shows. A `snakemake
 --report` command needs a finished study: it runs on the demo-scale study the
-workflow tests finish (its config added).
+workflow tests finish (its config added). docs/adding-a-method.md's example
+is applied to a copy of the package and its commands run the same way.
 """
 
 import re
 import shlex
+import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
 import slurmctl
 from slurmctl import REPO
@@ -98,6 +102,12 @@ def test_the_readme_puts_the_tools_on_the_path_before_its_first_command(project)
     assert ready.stdout.split() == [str(slurmctl.BIN / name) for name in ("snakemake", "vitpeft", "dvc")]
 
 
+def test_the_readme_lists_every_vitpeft_subcommand():
+    package = (REPO / "README.md").read_text().split("## The package", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in SUBCOMMANDS if not re.search(rf"`(vitpeft )?{re.escape(name)}[` ]", package)]
+    assert not missing, f"README.md's command table lacks {missing}"
+
+
 def subcommand_options(name: str) -> set:
     sub = SUBCOMMANDS.get(name)
     assert sub is not None, f"vitpeft has no subcommand {name!r}"
@@ -144,3 +154,64 @@ def test_each_documented_report_command_bundles_a_finished_study(finished, tmp_p
     assert result.returncode == 0, f"{where}: `{command}` failed:\n{slurmctl.tail(result.stdout)}"
     assert (tmp_path / "report.html").stat().st_size > 0
 
+
+# ---------------------------------------------------------------- docs/adding-a-method.md, applied
+
+GUIDE = REPO / "docs" / "adding-a-method.md"
+
+
+def guide_blocks() -> dict:
+    """{the comment on its first line: the rest} of each code block of the guide that names its file."""
+    blocks = {}
+    for body in re.findall(r"```\w*\n(.*?)```", GUIDE.read_text(), re.S):
+        first, _, rest = body.partition("\n")
+        if first.startswith("# "):
+            blocks[first[2:].split(":")[0]] = rest
+    return blocks
+
+
+def apply_guide(src: Path) -> None:
+    """The guide's steps 1-3 on a copy of the package, done as the guide says."""
+    blocks = guide_blocks()
+    with open(src / "vitpeft" / "method_args.py", "a") as handle:
+        handle.write("\n\n" + blocks["src/vitpeft/method_args.py (at the end)"])
+    (src / "vitpeft" / "methods" / "bitfit.py").write_text(blocks["src/vitpeft/methods/bitfit.py (new file)"])
+    schema = src / "vitpeft" / "config.schema.yaml"
+    enum = blocks["src/vitpeft/config.schema.yaml (the method enum)"]
+    text = schema.read_text()
+    assert text.count(enum.replace(", bitfit]", "]")) == 1, "the guide's enum line is not the schema's plus bitfit"
+    schema.write_text(text.replace(enum.replace(", bitfit]", "]"), enum))
+
+
+@pytest.mark.workflow
+def test_the_method_guide_adds_a_method_that_counts_and_plans(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    apply_guide(src)
+    project = slurmctl.make_project(tmp_path / "project")
+    mine = yaml.safe_load(guide_blocks()["config/mine.yaml"])
+    cfg = yaml.safe_load((project / "config" / "demo.yaml").read_text())
+    cfg["name"], cfg["experiments"] = mine["name"], cfg["experiments"] + mine["experiments"]
+    (project / "config" / "mine.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    text = GUIDE.read_text()
+    commands = [line.split("  #")[0].strip() for line in text.splitlines() if COMMAND.match(line)]
+    assert len(commands) == 3, commands
+    params = in_shell(project, commands[0], PYTHONPATH=src)
+    assert params.returncode == 0, params.stdout
+    shown = next(block for block in re.findall(r"```\w*\n(.*?)```", text, re.S) if block.startswith("full "))
+    printed = [line.split() for line in params.stdout.splitlines()]
+    for line in shown.splitlines():  # bitfit's row and the others shown for scale
+        assert line.split() in printed, f"the guide shows {line!r}; vitpeft params printed:\n{params.stdout}"
+    for command in commands[1:]:
+        plan = in_shell(project, f"{command} -n", PYTHONPATH=src)
+        assert plan.returncode == 0, plan.stdout
+        jobs = slurmctl.parse_dry_run(plan.stdout)
+        assert {rule for rule, exp in jobs if exp == "exp=bitfit"} == {"train", "eval_target", "eval_source",
+                                                                       "eval_curve"}
+        assert jobs[("train", "exp=bitfit")] == len(cfg["seeds"])
+    cfg["experiments"][-1]["args"] = {"norms": "always"}  # the mistake the guide shows, and its message
+    (project / "config" / "mine.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    refused = in_shell(project, f"{commands[1]} -n", PYTHONPATH=src)
+    message = re.search(r"`(invalid config: .*?)`", " ".join(text.split()), re.S).group(1)
+    assert refused.returncode != 0 and message in refused.stdout, refused.stdout
