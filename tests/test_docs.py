@@ -108,6 +108,17 @@ def test_the_readme_lists_every_vitpeft_subcommand():
     assert not missing, f"README.md's command table lacks {missing}"
 
 
+def test_for_a_yaml_error_snakemake_cannot_place_the_readme_gives_the_command_that_does(project):
+    (project / "config" / "broken.yaml").write_text("name: broken\ntrain: [unclosed\nseeds: [0]\n")
+    planned = in_shell(project, "snakemake -n all --configfile config/broken.yaml")
+    said = "Config file is not valid JSON or YAML"
+    assert planned.returncode != 0 and said in planned.stdout, planned.stdout  # Snakemake's words, no line
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"`{said}`: `vitpeft check --config FILE` names the line" in readme
+    checked = in_shell(project, "vitpeft check --config config/broken.yaml")
+    assert "config/broken.yaml: not valid YAML: line 3, column 6:" in checked.stdout, checked.stdout
+
+
 def subcommand_options(name: str) -> set:
     sub = SUBCOMMANDS.get(name)
     assert sub is not None, f"vitpeft has no subcommand {name!r}"
