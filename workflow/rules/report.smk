@@ -5,22 +5,6 @@
 REPORT = "workflow/report"
 
 
-def _asks_for_report():
-    """Whether this is `snakemake --report FILE` (Snakemake tells a Snakefile nothing of it: its arguments do)."""
-    words = sys.argv[1:]
-    return "--report-after-run" not in words and any(w == "--report" or w.startswith("--report=") for w in words)
-
-
-if workflow.is_main_process and _asks_for_report() and not os.path.exists(PLAN.report.path):
-    # Snakemake would fail on the first missing table after a warning per output; say what must run instead.
-    given = "" if CONFIG == DEFAULT_CONFIG else f" --configfile {CONFIG}"
-    refuse(
-        f"--report: {RESULTS}/ holds no report of {CONFIG} as it stands (the workflow's last job writes it): "
-        f"run `snakemake all --cores N{given}` first (`snakemake -n all{given}` lists what is left to run), "
-        "then --report again"
-    )
-
-
 rule report:
     input:
         report_inputs,
