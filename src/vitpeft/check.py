@@ -22,6 +22,8 @@ from vitpeft.plan import Plan
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 BYTES_PER_PARAM = 4  # fp32 weights as written
+PING_SECONDS = 5  # a controller that answers does so in milliseconds
+SINFO_SECONDS = 30
 
 
 @dataclass
@@ -41,12 +43,14 @@ def run_checks(config_path, profile="slurm/config.yaml", gpu=None) -> list:
     """
     try:
         cfg = config_lib.load(config_path)
-        config_lib.check_models(cfg, Path(config_path).name)
+        config_lib.check_models(cfg, str(config_path))
     except VitpeftError as error:
         return [Finding(FAIL, "config", str(error))]
     plan = Plan(cfg)
     findings = [Finding(OK, "config", f"{len(plan.runs)} runs ({len(cfg['experiments'])} experiments x "
                                       f"{len(plan.targets)} datasets x {len(cfg['seeds'])} seeds)")]
+    clash = plan.name_clash(config_path)
+    findings += [Finding(WARN, "study name", clash)] if clash else []
     findings += [_target(plan, name) for name in plan.targets]
     findings.append(_imagenet(plan))
     findings.append(_checkpoint(plan))
@@ -150,6 +154,9 @@ def _slurm(cfg: dict, profile: Path) -> list:
                 for problem in signal_lead.problems(settings.get("set-resources") or {}, cfg["resources"])]
     if shutil.which("sinfo") is None:
         return [*runtimes, Finding(WARN, "slurm", "sinfo not found: not on a SLURM cluster (fine for a local run)")]
+    unreachable = _unreachable()
+    if unreachable:
+        return [*runtimes, unreachable]  # every other SLURM check would wait on the same controller
     findings = [*runtimes, _partition(partition)]
     if settings.get("slurm-status-command", "sacct") == "squeue":
         findings.append(_min_job_age())
@@ -159,8 +166,31 @@ def _slurm(cfg: dict, profile: Path) -> list:
     return findings
 
 
+def _unreachable() -> Finding | None:
+    """A FAIL when the controller does not answer; `scontrol ping` says so at once, where sinfo retries for 10 s."""
+    try:
+        done = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=PING_SECONDS)
+    except subprocess.TimeoutExpired:
+        return Finding(FAIL, "slurm controller", f"unreachable: `scontrol ping` had no answer in {PING_SECONDS} s")
+    except OSError as error:
+        return Finding(FAIL, "slurm controller", f"`scontrol ping` failed: {error}")
+    if done.returncode == 0:
+        return None
+    lines = (line.strip() for line in (done.stdout + done.stderr).splitlines())
+    words = "; ".join(line for line in lines if line and not line.startswith("*"))  # not its banner of stars
+    conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+    return Finding(FAIL, "slurm controller", f"unreachable (scontrol ping: {words}); start slurmctld, or check "
+                                             f"SlurmctldHost in {conf}")
+
+
 def _partition(partition: str) -> Finding:
-    names = _command(["sinfo", "-h", "-o", "%P"]).split()
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=SINFO_SECONDS)
+    except (OSError, subprocess.SubprocessError) as error:
+        return Finding(FAIL, "slurm partition", f"sinfo failed: {error}")
+    if done.returncode != 0:  # its error text is not a list of partitions
+        return Finding(FAIL, "slurm partition", f"sinfo failed: {' '.join(done.stderr.split())}")
+    names = done.stdout.split()
     default = next((name.rstrip("*") for name in names if name.endswith("*")), None)
     known = [name.rstrip("*") for name in names]
     if not partition:

@@ -59,7 +59,7 @@ FAMILIES = {  # method -> the paper's group, in the paper's order
 FAMILY_ORDER = ["Pretrained", "Standard fine-tuning", "LoRA", "Block Expansion"]
 AVERAGED = ["target_acc", "source_acc", "source_acc_routed", "mean", "source_acc_subsample", "early_source_loss"]
 RUN_COLUMNS = [
-    "dataset", "experiment", "method", "family", "seed", "trainable_params", "selected_step", "target_metric",
+    "dataset", "experiment", "method", "family", "seed", "key", "trainable_params", "selected_step", "target_metric",
     "target_acc", "source_acc", "source_acc_routed", "mean", "source_acc_subsample", "early_step", "early_source_loss",
 ]  # fmt: skip
 PAPER_COLUMNS = [
@@ -72,6 +72,7 @@ TABLE_COLUMNS = [
     "early_step", "early_source_loss", "early_source_loss_std", *PAPER_COLUMNS,
 ]  # fmt: skip
 CURVE_COLUMNS = ["experiment", "seed", "step", "target_acc", "source_acc"]
+INDEX_COLUMNS = ["dataset", "experiment", "seed", "key", "run", "spec", "target", "source", "curve", "config"]
 COUNTS = ["n_seeds", "trainable_params", "selected_step", "early_step", "seed"]  # whole numbers, blank when absent
 WRITERS = {  # what each input is, and the command that writes it
     "target": ("target metrics", "vitpeft eval-target"),
@@ -232,6 +233,7 @@ def _run_row(plan, run, inputs: Inputs) -> tuple:
         "method": run.method,
         "family": FAMILIES.get(run.method, run.method),
         "seed": run.seed,
+        "key": run.train.key,
         "trainable_params": _number(summary.get("trainable_params"), summary_path, "trainable_params"),
         "selected_step": _number(summary.get("selected_step"), summary_path, "selected_step", nullable=True),
         "target_metric": target.get("metric", "classifier"),
@@ -542,6 +544,7 @@ def write(report: Report, out_dir, provenance, config_path, plan) -> str:
     _write_csv(out_dir / "table.csv", report.table)
     _write_text(out_dir / "table.tex", latex(report))
     _write_csv(out_dir / "per_seed.csv", report.per_seed)
+    _write_csv(out_dir / "index.csv", index(plan, config_path))
     _write_figure(out_dir / "tradeoff.png", tradeoff_figure(report))
     if report.curve is not None:
         several = report.table["dataset"].nunique() > 1
@@ -549,6 +552,25 @@ def write(report: Report, out_dir, provenance, config_path, plan) -> str:
         _write_figure(out_dir / "curve.png", curve_figure(report))
     write_provenance(provenance, report, config_path, plan)
     return text
+
+
+def index(plan, config_path) -> pd.DataFrame:
+    """Where each planned run and score of the study lives now: run folders hold keys no one can guess, and
+    folders of older keys stay beside them. One row per run, and one per dataset for the untouched backbone."""
+    rows = []
+    for dataset, node in plan.pretrained_target.items():
+        source = plan.pretrained_source.path if plan.pretrained_source else ""
+        rows.append({"dataset": dataset, "experiment": PRETRAINED, "target": node.path, "source": source})
+    for run in plan.runs.values():
+        source = plan.source_metrics(run)
+        rows.append({
+            "dataset": run.dataset, "experiment": run.experiment, "seed": run.seed, "key": run.train.key,
+            "run": run.train.path, "spec": f"{run.train.path}/spec.yaml", "target": run.target.path,
+            "source": source.path if source else "", "curve": run.curve.path if run.curve else "",
+        })  # fmt: skip
+    frame = _counts(pd.DataFrame(rows, columns=INDEX_COLUMNS))
+    frame["config"] = str(config_path)
+    return frame
 
 
 def write_provenance(path, report: Report, config_path, plan) -> None:
