@@ -1,5 +1,7 @@
 """The workflow config: schema errors name the key, defaults come from the schema, the grids resolve."""
 
+import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,8 @@ import pytest
 import yaml
 
 from vitpeft.study import config
-from vitpeft.methods import registry
+from vitpeft.cli.check import check_models
+from vitpeft.methods import arguments, registry
 from vitpeft.models import shapes
 from vitpeft.study import schema
 from vitpeft.study import spec
@@ -45,18 +48,22 @@ def error_of(source) -> str:
 # ---------------------------------------------------------------- one message naming the key
 
 
-def test_unknown_method_names_the_experiment_and_key(tmp_path):
+def test_unknown_method_names_the_experiment_by_its_name_and_the_file_as_given(tmp_path, monkeypatch):
     raw = paper_raw()
     raw["experiments"][3]["method"] = "lorra"
-    message = error_of(write(tmp_path, raw))
-    assert message.startswith("config.yaml: experiments[3].method: 'lorra' is not one of")
+    (tmp_path / "config").mkdir()
+    write(tmp_path / "config", raw, "mine.yaml")
+    monkeypatch.chdir(tmp_path)
+    message = error_of("config/mine.yaml")
+    assert message.startswith("config/mine.yaml: experiment 'lora_r4': method: 'lorra' is not one of")
     assert "'lora'" in message
 
 
 def test_wrong_type_names_the_key(tmp_path):
     raw = paper_raw()
     raw["train"]["steps"] = "many"
-    assert error_of(write(tmp_path, raw)) == "config.yaml: train.steps: 'many' is not of type 'integer'"
+    path = write(tmp_path, raw)
+    assert error_of(path) == f"{path}: train.steps: 'many' is not of type 'integer'"
 
 
 def test_unknown_key_is_refused_at_any_depth():
@@ -71,16 +78,19 @@ def test_unknown_key_is_refused_at_any_depth():
 def test_per_experiment_train_override_is_checked_like_the_shared_section():
     raw = paper_raw()
     raw["experiments"][0]["train"] = {"lr": 0}
-    assert error_of(raw).startswith("config: experiments[0].train.lr: 0 is less than or equal to the minimum")
+    assert error_of(raw).startswith("config: experiment 'full': train.lr: 0 is less than or equal to the minimum")
     raw["experiments"][0]["train"] = {"learning_rate": 0.1}
-    assert error_of(raw).startswith("config: experiments[0].train.learning_rate: unknown key")
+    assert error_of(raw).startswith("config: experiment 'full': train.learning_rate: unknown key")
+    raw["experiments"][0]["train"] = {}
+    raw["experiments"][0]["nmae"] = "x"
+    assert error_of(raw).startswith("config: experiment 'full': nmae: unknown key (allowed here: args, method,")
 
 
 def test_duplicate_and_reserved_names_are_refused():
     raw = paper_raw()
     raw["experiments"][4]["name"] = "lora_r4"
     assert error_of(raw) == (
-        "config: experiments[4].name: 'lora_r4' is used twice; experiment names must be unique"
+        "config: experiments[4].name: 'lora_r4' is used twice (also experiments[3]); experiment names must be unique"
     )
     raw["experiments"][4]["name"] = "pretrained"
     assert "experiments[4].name: 'pretrained' is reserved" in error_of(raw)
@@ -88,16 +98,16 @@ def test_duplicate_and_reserved_names_are_refused():
 
 def models_error_of(raw) -> str:
     with pytest.raises(VitpeftError) as caught:
-        registry.check_models(config.load(raw))
+        check_models(config.load(raw))
     return str(caught.value)
 
 
 def test_method_arguments_are_checked_against_the_model():
     raw = paper_raw()
     raw["experiments"][1]["args"] = {"k": 13}  # top-k on a 12-block ViT-B
-    assert models_error_of(raw) == "config: experiments[1].args: method 'topk': k=13 exceeds the model's 12 blocks"
+    assert models_error_of(raw) == "config: experiment 'top3': args: method 'topk': k=13 exceeds the model's 12 blocks"
     raw["experiments"][1]["args"] = {"rank": 4}
-    assert models_error_of(raw).startswith("config: experiments[1].args: method 'topk': unknown argument 'rank'")
+    assert models_error_of(raw).startswith("config: experiment 'top3': args: method 'topk': unknown argument 'rank'")
 
 
 def test_planning_needs_no_imagenet_no_checkpoint_and_no_torch(tmp_path):
@@ -123,7 +133,7 @@ def test_seed_and_curve_steps_come_from_their_own_sections():
     assert error_of(raw) == "config: train.seed: set by the workflow from the top-level `seeds` list, not here"
     raw = paper_raw()
     raw["experiments"][0]["train"] = {"curve_steps": [1]}
-    assert error_of(raw).startswith("config: experiments[0].train.curve_steps: set by the workflow from `curve.steps`")
+    assert error_of(raw).startswith("config: experiment 'full': train.curve_steps: set by the workflow from `curve.steps`")
     assert error_of(paper_raw(seeds=[])).startswith("config: seeds: [] should be non-empty")
     assert error_of(paper_raw(seeds=[0, 0])).startswith("config: seeds: [0, 0] has non-unique elements")
 
@@ -144,7 +154,7 @@ def test_bad_curve_steps_are_named_before_any_job(steps, message):
 def test_curve_steps_must_fit_every_experiment():
     raw = paper_raw(curve={"steps": [0, 10, 1000]})
     raw["experiments"][2]["train"]["steps"] = 100
-    assert error_of(raw).startswith("config: curve.steps: 1000 is beyond experiments[2].train.steps (100) of 'linear'")
+    assert error_of(raw).startswith("config: curve.steps: 1000 is beyond the train.steps (100) of experiment 'linear'")
 
 
 @pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../../etc", "-rf", "", "x" * 65, "a b"])
@@ -158,11 +168,55 @@ def test_hostile_names_are_refused_naming_the_key(name):
     assert error_of(raw).startswith(f"config: target.datasets[0]: {name!r} is not a safe name")
 
 
-def test_invalid_yaml_and_missing_file_are_named(tmp_path):
+def test_invalid_yaml_and_missing_file_are_named_with_the_path_and_line(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train: [unclosed\n")
-    assert error_of(bad).startswith("bad.yaml is not valid YAML")
-    assert error_of(tmp_path / "absent.yaml").startswith("config file not found")
+    bad.write_text("name: x\ntrain: [unclosed\nseeds: [0]\n")
+    assert error_of(bad) == (f"{bad}: not valid YAML: line 3, column 6: did not find expected ',' or ']' "
+                             "(while parsing a flow sequence at line 2, column 8)")
+    assert error_of(tmp_path / "absent.yaml") == f"config file not found: {tmp_path / 'absent.yaml'}"
+
+
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=repr)
+@pytest.mark.parametrize("where, key", [
+    (("train", "lr"), "train.lr"),
+    (("train", "crop_scale", 0), "train.crop_scale[0]"),
+    (("source", "temperature"), "source.temperature"),
+    (("source", "mean", 1), "source.mean[1]"),
+    (("target", "std", 2), "target.std[2]"),
+    (("pretrain", "lr"), "pretrain.lr"),
+    (("experiments", 4, "train", "lr"), "experiment 'lora_r8': train.lr"),
+    (("experiments", 4, "train", "hflip"), "experiment 'lora_r8': train.hflip"),
+    (("experiments", 4, "args", "alpha"), "experiment 'lora_r8': args.alpha"),
+    (("experiments", 4, "paper", "source"), "experiment 'lora_r8': paper.source"),
+])  # fmt: skip
+def test_nan_and_infinity_are_refused_for_every_number_naming_the_key(tmp_path, where, key, value):
+    raw = paper_raw()
+    node = raw
+    for part in where[:-1]:
+        node = node.setdefault(part, {}) if isinstance(part, str) else node[part]
+    node[where[-1]] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))  # written as YAML's .nan / .inf, read back as a user's file is
+    assert error_of(path) == f"{path}: {key}: {value!r} is not a finite number"
+
+
+def test_training_settings_that_contradict_each_other_name_the_file_and_the_experiment(tmp_path):
+    raw = paper_raw()
+    raw["experiments"][3]["train"] = {"crop_scale": [0.9, 0.1]}
+    path = write(tmp_path, raw)
+    assert error_of(path) == f"{path}: experiment 'lora_r4': train.crop_scale: [0.9, 0.1] must be [low, high] with low <= high"
+    raw = paper_raw()
+    raw["train"]["augment"] = {"trivial_augment": True, "rand_augment": {"n": 2}}
+    assert error_of(write(tmp_path, raw)).startswith(f"{path}: train.augment: trivial_augment and rand_augment.n > 0")
+
+
+def test_a_spec_refuses_nan_too():
+    raw = {"name": "x", "method": "full", "num_classes": 10, "data": {"train": "t"}, "train": {"momentum": float("nan")}}
+    with pytest.raises(VitpeftError, match=r"^spec: train.momentum: nan is not a finite number$"):
+        spec.resolve(raw)
 
 
 # ---------------------------------------------------------------- defaults and the grids
@@ -188,6 +242,14 @@ def test_config_readme_holds_the_schemas_key_table_as_generated():
     assert schema.key_table() in readme, "config/README.md's key table is stale: run python scripts/config-keys.py"
     for key, *_ in schema.key_rows():
         assert f"| `{key}` |" in readme
+
+
+def test_the_args_description_names_every_method_and_its_arguments():
+    text = schema.schema()["$defs"]["experiment"]["properties"]["args"]["description"]
+    for method, config_cls in arguments.CONFIGS.items():
+        names = ["peft_type"] if method == "peft" else [field.name for field in dataclasses.fields(config_cls)]
+        for word in (method, *names):
+            assert re.search(rf"\b{word}\b", text), f"experiments[].args does not mention {method}'s {word}"
 
 
 def test_schema_method_names_are_the_registry():

@@ -2,19 +2,25 @@
 
 Commands are read from README.md, config/README.md, the Snakefile's header and
 slurm/config.yaml: lines of code blocks and comments, and `inline code`, that
-start with `snakemake` or `vitpeft`. A `snakemake` command runs as written plus
-`-n` (a dry run: it plans the real work, checks every argument and writes
-nothing) in a copy of the project. A `vitpeft` command that only reads runs as
-written; one that would do real work (train, download, prepare...) is checked
-against the CLI: its subcommand exists and takes every flag it shows. A
-`snakemake --report` command needs a finished study: it runs on the
-demo-scale study the workflow tests finish (its config added).
+start with `snakemake` or `vitpeft`. They run in a fresh shell that has only
+what the README tells a user to do (its `source .venv/bin/activate`), not the
+test's own environment. A `snakemake` command runs as written plus `-n` (a
+dry run: it plans the real work, checks every argument and writes nothing) in
+a copy of the project. A `vitpeft` command that only reads runs as written;
+one that would do real work (train, download, prepare...) is checked against
+the CLI: its subcommand exists and takes every flag it shows. A `snakemake
+--report` command needs a finished study: it runs on the demo-scale study the
+workflow tests finish (its config added). docs/adding-a-method.md's example
+is applied to a copy of the package and its commands run the same way.
 """
 
 import re
 import shlex
+import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
 import slurmctl
 from slurmctl import REPO
@@ -47,6 +53,24 @@ def is_command(text: str) -> bool:
 
 
 COMMANDS = documented_commands()
+FRESH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # a new login shell's, on Debian
+
+
+def shell_setup() -> str:
+    """The README's one line that readies a shell for its commands (code-block lines starting with `source`)."""
+    text = (REPO / "README.md").read_text()
+    blocks = "\n".join(re.findall(r"```\w*\n(.*?)```", text, re.S))
+    found = [line.strip() for line in blocks.splitlines() if line.strip().startswith("source ")]
+    assert len(found) == 1, f"README.md should say once how to put .venv/bin on the PATH, found {found}"
+    return found[0]
+
+
+def in_shell(project, command: str, timeout: int = 300, setup: bool = True, **env_extra):
+    """`command` in a fresh bash: the system's PATH and, with `setup`, only what the README says to do first."""
+    (project / ".venv").is_symlink() or (project / ".venv").symlink_to(slurmctl.BIN.parent)  # what make setup made
+    line = f"{shell_setup()} && {command}" if setup else command
+    return slurmctl.run(["bash", "-c", line], cwd=project, timeout=timeout, check=False, PATH=FRESH_PATH,
+                        VIRTUAL_ENV="", **env_extra)
 
 
 def test_the_docs_show_the_commands_users_need():
@@ -67,6 +91,34 @@ def project(tmp_path_factory):
     return slurmctl.make_project(tmp_path_factory.mktemp("docs") / "project")
 
 
+def test_the_readme_puts_the_tools_on_the_path_before_its_first_command(project):
+    text = (REPO / "README.md").read_text()
+    first = min(text.index(command) for where, command in COMMANDS if where == "README.md")
+    assert text.index(shell_setup()) < first, "the README's commands come before it says how to run them"
+    bare = in_shell(project, "command -v snakemake vitpeft dvc", setup=False)
+    assert bare.returncode != 0, f"a fresh shell has the tools already, the test cannot tell:\n{bare.stdout}"
+    ready = in_shell(project, "command -v snakemake vitpeft dvc")
+    assert ready.returncode == 0, ready.stdout
+    assert ready.stdout.split() == [str(slurmctl.BIN / name) for name in ("snakemake", "vitpeft", "dvc")]
+
+
+def test_the_readme_lists_every_vitpeft_subcommand():
+    package = (REPO / "README.md").read_text().split("## The package", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in SUBCOMMANDS if not re.search(rf"`(vitpeft )?{re.escape(name)}[` ]", package)]
+    assert not missing, f"README.md's command table lacks {missing}"
+
+
+def test_for_a_yaml_error_snakemake_cannot_place_the_readme_gives_the_command_that_does(project):
+    (project / "config" / "broken.yaml").write_text("name: broken\ntrain: [unclosed\nseeds: [0]\n")
+    planned = in_shell(project, "snakemake -n all --configfile config/broken.yaml")
+    said = "Config file is not valid JSON or YAML"
+    assert planned.returncode != 0 and said in planned.stdout, planned.stdout  # Snakemake's words, no line
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"`{said}`: `vitpeft check --config FILE` names the line" in readme
+    checked = in_shell(project, "vitpeft check --config config/broken.yaml")
+    assert "config/broken.yaml: not valid YAML: line 3, column 6:" in checked.stdout, checked.stdout
+
+
 def subcommand_options(name: str) -> set:
     sub = SUBCOMMANDS.get(name)
     assert sub is not None, f"vitpeft has no subcommand {name!r}"
@@ -77,8 +129,9 @@ def subcommand_options(name: str) -> set:
 @pytest.mark.parametrize("where, command", [c for c in COMMANDS if c[1].startswith("snakemake") and "--report" not in c[1]],
                          ids=lambda value: value if " " in str(value) else None)
 def test_each_documented_snakemake_command_plans_without_error(project, where, command):
+    in_shell(project, "true")  # the .venv link, before the snapshot
     before = {p: p.stat().st_mtime_ns for p in project.rglob("*")}
-    result = slurmctl.snakemake(project, *shlex.split(command)[1:], "-n", check=False, timeout=300)
+    result = in_shell(project, f"{command} -n")
     assert result.returncode == 0, f"{where}: `{command}` failed:\n{slurmctl.tail(result.stdout)}"
     assert {p: p.stat().st_mtime_ns for p in project.rglob("*") if ".snakemake" not in p.parts} == {
         p: t for p, t in before.items() if ".snakemake" not in p.parts}, f"{where}: `{command} -n` wrote files"
@@ -95,7 +148,7 @@ def test_each_documented_vitpeft_command_exists_with_its_flags_and_read_only_one
         if flag.startswith("--"):
             assert flag in options, f"{where}: `{command}`: vitpeft {name} has no {flag}"
     if name in READ_ONLY and not any(word.isupper() for word in words):  # concrete, not a synopsis
-        result = slurmctl.run([slurmctl.BIN / "vitpeft", *words[1:]], cwd=project, timeout=300, check=False)
+        result = in_shell(project, command)
         assert result.returncode in (0, 2), result.stdout  # `check` exits 2 for what is missing here
         assert "Traceback" not in result.stdout, f"{where}: `{command}` crashed:\n{result.stdout}"
 
@@ -106,8 +159,70 @@ def test_each_documented_vitpeft_command_exists_with_its_flags_and_read_only_one
 def test_each_documented_report_command_bundles_a_finished_study(finished, tmp_path, where, command):
     """A report needs a finished study: the demo-scale one, its config given as the only addition."""
     project, config = finished
-    words = shlex.split(command)[1:]
+    words = shlex.split(command)
     words[words.index("--report") + 1] = str(tmp_path / words[words.index("--report") + 1])
-    result = slurmctl.snakemake(project, *words, "--configfile", config, check=False, timeout=600)
+    result = in_shell(project, f"{shlex.join(words)} --configfile {config}", timeout=600)
     assert result.returncode == 0, f"{where}: `{command}` failed:\n{slurmctl.tail(result.stdout)}"
     assert (tmp_path / "report.html").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- docs/adding-a-method.md, applied
+
+GUIDE = REPO / "docs" / "adding-a-method.md"
+
+
+def guide_blocks() -> dict:
+    """{the comment on its first line: the rest} of each code block of the guide that names its file."""
+    blocks = {}
+    for body in re.findall(r"```\w*\n(.*?)```", GUIDE.read_text(), re.S):
+        first, _, rest = body.partition("\n")
+        if first.startswith("# "):
+            blocks[first[2:].split(":")[0]] = rest
+    return blocks
+
+
+def apply_guide(src: Path) -> None:
+    """The guide's steps 1-3 on a copy of the package, done as the guide says."""
+    blocks = guide_blocks()
+    with open(src / "vitpeft" / "methods" / "arguments.py", "a") as handle:
+        handle.write("\n\n" + blocks["src/vitpeft/methods/arguments.py (at the end)"])
+    (src / "vitpeft" / "methods" / "bitfit.py").write_text(blocks["src/vitpeft/methods/bitfit.py (new file)"])
+    schema = src / "vitpeft" / "study" / "config.schema.yaml"
+    enum = blocks["src/vitpeft/study/config.schema.yaml (the method enum)"]
+    text = schema.read_text()
+    assert text.count(enum.replace(", bitfit]", "]")) == 1, "the guide's enum line is not the schema's plus bitfit"
+    schema.write_text(text.replace(enum.replace(", bitfit]", "]"), enum))
+
+
+@pytest.mark.workflow
+def test_the_method_guide_adds_a_method_that_counts_and_plans(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    apply_guide(src)
+    project = slurmctl.make_project(tmp_path / "project")
+    mine = yaml.safe_load(guide_blocks()["config/mine.yaml"])
+    cfg = yaml.safe_load((project / "config" / "demo.yaml").read_text())
+    cfg["name"], cfg["experiments"] = mine["name"], cfg["experiments"] + mine["experiments"]
+    (project / "config" / "mine.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    text = GUIDE.read_text()
+    commands = [line.split("  #")[0].strip() for line in text.splitlines() if COMMAND.match(line)]
+    assert len(commands) == 3, commands
+    params = in_shell(project, commands[0], PYTHONPATH=src)
+    assert params.returncode == 0, params.stdout
+    shown = next(block for block in re.findall(r"```\w*\n(.*?)```", text, re.S) if block.startswith("full "))
+    printed = [line.split() for line in params.stdout.splitlines()]
+    for line in shown.splitlines():  # bitfit's row and the others shown for scale
+        assert line.split() in printed, f"the guide shows {line!r}; vitpeft params printed:\n{params.stdout}"
+    for command in commands[1:]:
+        plan = in_shell(project, f"{command} -n", PYTHONPATH=src)
+        assert plan.returncode == 0, plan.stdout
+        jobs = slurmctl.parse_dry_run(plan.stdout)
+        assert {rule for rule, exp in jobs if exp == "exp=bitfit"} == {"train", "eval_target", "eval_source",
+                                                                       "eval_curve"}
+        assert jobs[("train", "exp=bitfit")] == len(cfg["seeds"])
+    cfg["experiments"][-1]["args"] = {"norms": "always"}  # the mistake the guide shows, and its message
+    (project / "config" / "mine.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    refused = in_shell(project, f"{commands[1]} -n", PYTHONPATH=src)
+    message = re.search(r"`(invalid config: .*?)`", " ".join(text.split()), re.S).group(1)
+    assert refused.returncode != 0 and message in refused.stdout, refused.stdout

@@ -221,3 +221,22 @@ def test_the_source_normalisation_and_precision_rekey_the_feature_cache_but_not_
         names = changed(plan_of(raw), plan_of(edited))
         assert {"features", "pretrained_source"} <= names and "pretrained_target/cifar100" not in names
         assert not any(name.startswith(("train/", "target/")) for name in names)
+
+
+def test_a_second_config_file_with_the_studys_name_is_a_clash_until_its_own_report(tmp_path, monkeypatch):
+    """results/<name>/ holds one config's report (its provenance names the file); another file would rewrite it."""
+    monkeypatch.chdir(tmp_path)
+    plan, edited = plan_of(raw_paper()), raw_paper()
+    edited["train"]["lr"] = 0.01
+    edited = plan_of(edited)
+    assert plan.name_clash("config/config.yaml") is None  # nothing reported yet
+    record = Path(plan.report.path)
+    record.parent.mkdir(parents=True)
+    record.write_text('{"config": {"path": "config/config.yaml"}}')
+    assert plan.name_clash("config/config.yaml") is None and plan.name_clash("./config/config.yaml") is None
+    assert plan.name_clash("config/copy.yaml") is None  # the same plan: its report is the one there, nothing to rewrite
+    assert edited.name_clash("config/copy.yaml").startswith(
+        "results/paper/ holds the report of config/config.yaml, and config/copy.yaml has the same study name 'paper'")
+    assert edited.name_clash("config/config.yaml") is None  # an edit of the study's own file reruns it, as it should
+    record.write_text('{"config": {"path": "/home/alice/vitpeft/config/config.yaml"}}')  # pulled from her clone
+    assert edited.name_clash("config/config.yaml") is None and edited.name_clash("config/copy.yaml")

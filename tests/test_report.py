@@ -130,11 +130,13 @@ def test_the_table_holds_means_sample_stds_and_seed_counts(made):
     assert math.isnan(pretrained.target_acc_std) and pd.isna(pretrained.trainable_params)
 
 
-def test_per_seed_rows_keep_every_run(made):
-    per_seed = tables.build(made()).per_seed
+def test_per_seed_rows_keep_every_run_with_the_key_of_its_folder(made):
+    plan = made()
+    per_seed = tables.build(plan).per_seed
     assert len(per_seed) == 2 * 4 * 2  # datasets x experiments x seeds
     full = per_seed.set_index(["dataset", "experiment", "seed"]).loc[("cifar100", "full", 1)]
     assert (full.target_acc, full.source_acc, full.selected_step, full.method) == (93.0, 34.0, 50, "full")
+    assert plan.runs[("cifar100", "full", 1)].train.path.endswith(f"/cifar100/full/seed1-{full.key}")
 
 
 def test_one_seed_leaves_the_stds_blank(made):
@@ -366,6 +368,30 @@ def test_report_command_writes_every_file_then_the_provenance(made, tmp_path, ca
     assert len(pd.read_csv(tmp_path / plan.results / "per_seed.csv")) == 16
     with Image.open(tmp_path / plan.results / "tradeoff.png") as image:
         assert image.format == "PNG" and image.width > 2 * image.height  # two panels side by side
+
+
+def test_the_index_maps_every_run_and_seed_to_its_current_folder_and_files(made, tmp_path):
+    plan = made()
+    path = _config_file(tmp_path, plan)
+    old = plan.runs[("synthetic", "full", 0)].train.path.replace("seed0-", "seed0-0") + "_old"
+    os.makedirs(old)  # an earlier key's folder stays beside the current one
+    assert main(["report", "--config", path, "--out", plan.results, "--provenance", plan.report.path]) == 0
+    index = pd.read_csv(tmp_path / plan.results / "index.csv", dtype=str, keep_default_na=False)
+    assert list(index.columns) == ["dataset", "experiment", "seed", "key", "run", "spec", "target", "source",
+                                   "curve", "config"]  # fmt: skip
+    assert len(index) == 2 + 2 * 4 * 2  # the untouched backbone per dataset, then every run
+    assert set(index["config"]) == {path}
+    rows = index.set_index(["dataset", "experiment", "seed"])
+    for (dataset, name, seed), run in plan.runs.items():
+        row = rows.loc[(dataset, name, str(seed))]
+        assert (row.key, row.run, row.spec, row.target) == (
+            run.train.key, run.train.path, f"{run.train.path}/spec.yaml", run.target.path)
+        assert row.source == plan.source_metrics(run).path and row.curve == run.curve.path
+        assert os.path.isfile(row.target) and os.path.isfile(row.source) and os.path.isfile(row.curve)
+    assert old not in set(index["run"])
+    pretrained = rows.loc[("cifar100", "pretrained", "")]
+    assert (pretrained.target, pretrained.source) == (plan.pretrained_target["cifar100"].path,
+                                                      plan.pretrained_source.path)
 
 
 def _sha256(path) -> str:

@@ -21,6 +21,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -262,6 +263,28 @@ def test_an_unreachable_controller_is_a_clear_error_not_a_hang(prepared_project,
     assert result.returncode != 0, out
     assert "Unable to contact slurm controller" in out, out
     assert names_the_job(out, "train", f"output: {linear}", "Unable to contact slurm controller"), out
+
+
+def test_check_reports_an_unreachable_controller_at_once_in_slurms_own_words(slurm_cluster, tmp_path, monkeypatch):
+    """`vitpeft check` with the controller's port unanswered (SLURM's default MessageTimeout: sinfo retries 9 s)."""
+    from vitpeft.cli.check import run_checks
+
+    dead = tmp_path / "dead.conf"
+    dead.write_text(re.sub(r"(?m)^SlurmctldHost=.*$", "SlurmctldHost=nowhere(127.0.0.1)\nSlurmctldPort=6999",
+                           Path("/etc/slurm/slurm.conf").read_text()))
+    monkeypatch.setenv("SLURM_CONF", str(dead))
+    cfg_path = slurmctl.write_config(slurmctl.make_project(tmp_path / "project"), config())
+    profile = REPO / "slurm" / "config.yaml"
+    run_checks(cfg_path, profile)  # imports what the checks use, so the timing below is SLURM's part
+    started = time.monotonic()
+    findings = [finding.line() for finding in run_checks(cfg_path, profile) if "slurm" in finding.what]
+    assert time.monotonic() - started < 3
+    assert findings == [f"FAIL  slurm controller: unreachable (scontrol ping: Slurmctld(primary) at nowhere is DOWN); "
+                        f"start slurmctld, or check SlurmctldHost in {dead}"]
+    monkeypatch.delenv("SLURM_CONF")  # the live controller: its partitions are read again
+    live = [finding.line() for finding in run_checks(cfg_path, profile) if finding.what == "slurm partition"]
+    assert len(live) == 1 and live[0].startswith("ok    slurm partition: none set in the profile: the cluster's "
+                                                 "default '"), live
 
 
 def test_the_time_limit_warning_signal_reaches_training_which_resumes(prepared_project):

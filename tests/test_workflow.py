@@ -70,8 +70,13 @@ def experiment_jobs(name) -> Counter:
 def test_the_report_holds_every_row_seed_and_curve_point(finished):
     project, _ = finished
     folder = results(project)
-    for name in ("table.md", "table.csv", "table.tex", "per_seed.csv", "tradeoff.png", "curve.csv", "curve.png"):
+    for name in ("table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png", "curve.csv",
+                 "curve.png"):
         assert (folder / name).stat().st_size > 0, name
+    index = pd.read_csv(folder / "index.csv").set_index("experiment")
+    for name in EXPERIMENTS:  # the index names the folder a user looks for
+        assert (project / index.loc[name, "run"] / "trainable.safetensors").is_file(), name
+        assert (project / index.loc[name, "spec"]).is_file() and (project / index.loc[name, "target"]).is_file()
     assert len(list((folder / "provenance").glob("report-*.json"))) == 1
     table = pd.read_csv(folder / "table.csv").set_index("experiment")
     assert list(table.index) == ["pretrained"] + EXPERIMENTS
@@ -212,10 +217,11 @@ def test_snakemake_report_holds_the_table_the_figures_and_their_captions(finishe
     slurmctl.snakemake(project, "--report", html, "--configfile", config, timeout=600)
     text = html.read_text()
     folder = results(project)
-    for name in ("table.csv", "per_seed.csv", "tradeoff.png", "curve.csv", "curve.png"):
+    for name in ("table.csv", "per_seed.csv", "index.csv", "tradeoff.png", "curve.csv", "curve.png"):
         content = base64.b64encode((folder / name).read_bytes()).decode()
         assert content[:2000] in text, f"{name} is not embedded in the report"
-    for caption in ("The results table", "Every single run", "Stability-plasticity trade-off", "Forgetting over"):
+    for caption in ("The results table", "Every single run", "Where every run", "Stability-plasticity trade-off",
+                    "Forgetting over"):
         assert caption in text, caption
     assert "how much fine-tuning" in text  # the workflow description
 
@@ -231,12 +237,56 @@ def refused(project, config, *args) -> str:
 
 
 def test_an_invalid_config_stops_before_any_job_with_one_message(tmp_path):
+    """The message names the experiment and the file as the user gave it, and nothing of the workflow's insides."""
     project = slurmctl.make_project(tmp_path / "p")
     cfg = demo_grid()
     cfg["experiments"][0]["method"] = "lorra"
-    config = slurmctl.write_config(project, cfg, "bad.yaml")
-    assert "bad.yaml: experiments[0].method: 'lorra' is not one of" in refused(project, [config])
+    slurmctl.write_config(project, cfg, "bad.yaml")
+    cfg["experiments"][0]["method"] = "full"
+    cfg["experiments"][2]["train"] = {"lr": float("nan")}
+    slurmctl.write_config(project, cfg, "nan.yaml")
+    for config, message in (("config/bad.yaml", "experiment 'full': method: 'lorra' is not one of ['full',"),
+                            ("config/nan.yaml", "experiment 'lora_r4': train.lr: nan is not a finite number")):
+        output = refused(project, [config])
+        assert f"invalid config: {config}: {message}" in output
+        assert output.count(config) == 1 and output.count("\n") <= 2, output  # the profile's line, then ours
+        assert "common.smk" not in output and "Traceback" not in output and "WorkflowError" not in output, output
     assert not (project / "results").exists()
+
+
+def test_a_report_asked_for_before_the_run_says_what_must_run_first(tmp_path):
+    project = slurmctl.make_project(tmp_path / "p")
+    slurmctl.write_config(project, demo_grid())
+    result = slurmctl.snakemake(project, "--report", "report.html", "--configfile", "config/wf.yaml",
+                                check=False, timeout=120)
+    assert result.returncode != 0
+    assert ("--report: results/wf/ holds no report of config/wf.yaml as it stands (the workflow's last job "
+            "writes it): run `snakemake all --cores N --configfile config/wf.yaml` first "
+            "(`snakemake -n all --configfile config/wf.yaml` lists what is left to run)") in result.stdout
+    assert "Missing metadata" not in result.stdout and "WorkflowError" not in result.stdout, result.stdout
+    assert not (project / "report.html").exists() and not (project / "results").exists()
+
+
+def test_a_second_config_with_a_studys_name_is_named_before_it_overwrites_the_table(tmp_path):
+    """A copied config that keeps the study name would rewrite the other's table: said up front, naming both."""
+    project = slurmctl.make_project(tmp_path / "p")
+    slurmctl.write_config(project, demo_grid())
+    copied = demo_grid()
+    copied["train"]["lr"] = 0.01
+    slurmctl.write_config(project, copied, "copy.yaml")
+    # What the report of config/wf.yaml leaves (vitpeft.report.write_provenance's record)
+    provenance = project / "results" / NAME / "provenance" / "report-0123456789ab.json"
+    provenance.parent.mkdir(parents=True)
+    provenance.write_text('{"name": "wf", "config": {"path": "config/wf.yaml", "sha256": "0"}, "inputs": {}}')
+    warning = (f"warning: results/{NAME}/ holds the report of config/wf.yaml, and config/copy.yaml has the same "
+               f"study name '{NAME}': running it rewrites that study's tables, index and plots")
+    result = slurmctl.snakemake(project, "-n", "all", "--configfile", "config/copy.yaml", timeout=120)
+    assert warning in result.stdout and result.stdout.index(warning) < result.stdout.index("Building DAG")
+    own = slurmctl.snakemake(project, "-n", "all", "--configfile", "config/wf.yaml", timeout=120)
+    assert "warning" not in own.stdout
+    checked = slurmctl.run([slurmctl.BIN / "vitpeft", "check", "--config", "config/copy.yaml"], cwd=project,
+                           timeout=120, check=False)
+    assert f"warn  study name: {warning.removeprefix('warning: ')}" in checked.stdout
 
 
 @pytest.mark.parametrize("name", ["..", "../../etc", "."])

@@ -3,6 +3,7 @@
 # functions the rules use. No science here: rules call `vitpeft`. Nothing is
 # written while planning: a dry run, --lint or --dag leaves the checkout as it was.
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -16,26 +17,55 @@ from vitpeft.study.plan import PRETRAINED, Plan
 DEFAULT_CONFIG = "config/config.yaml"  # read by vitpeft itself; Snakemake's `config` dict is not used
 
 
+def refuse(message):
+    """Stop before any job with the message alone: an exception raised here would add this file's frames."""
+    sys.exit(message)
+
+
+def as_given(path):
+    """A --configfile as the user typed it, near enough: Snakemake made it absolute; relative here when inside."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.split(os.sep)[0] == os.pardir else relative
+
+
 def _config_file():
     """The one config in force (Snakemake would merge several key by key; we refuse that)."""
-    given = list(workflow.overwrite_configfiles)
+    given = [as_given(path) for path in workflow.overwrite_configfiles]
     if workflow.config_settings.config:
         keys = ", ".join(workflow.config_settings.config)
-        raise WorkflowError(f"--config {keys}: not read (the config is validated as one file); edit a copy instead")
+        refuse(f"--config {keys}: not read (the config is validated as one file); edit a copy instead")
     if len(given) > 1:
-        names = ", ".join(map(str, given))
-        raise WorkflowError(
-            f"give one --configfile, not {len(given)}: {names} (targets go before --configfile, "
+        refuse(
+            f"give one --configfile, not {len(given)}: {', '.join(given)} (targets go before --configfile, "
             "which takes every following word: snakemake all --cores 2 --configfile config/demo.yaml)"
         )
-    return str(given[0]) if given else DEFAULT_CONFIG
+    return given[0] if given else DEFAULT_CONFIG
 
 
 CONFIG = _config_file()
 try:  # validate before any job is scheduled; the message names the key at fault
     PLAN = Plan(vitpeft_config.load(CONFIG, describe=shapes.describe))
 except VitpeftError as error:
-    raise WorkflowError(f"invalid config: {error}") from None
+    refuse(f"invalid config: {error}")
+CLASH = PLAN.name_clash(CONFIG) if workflow.is_main_process else None  # once, not in every job's log
+if CLASH:
+    print(f"warning: {CLASH}", file=sys.stderr)
+
+
+def asks_for_report():
+    """Whether this is `snakemake --report FILE` (Snakemake tells a Snakefile nothing of it: its arguments do)."""
+    words = sys.argv[1:]
+    return "--report-after-run" not in words and any(w == "--report" or w.startswith("--report=") for w in words)
+
+
+if workflow.is_main_process and asks_for_report() and not os.path.exists(PLAN.report.path):
+    # Snakemake would fail on the first missing table after a warning per output; say what must run instead.
+    given = "" if CONFIG == DEFAULT_CONFIG else f" --configfile {CONFIG}"
+    refuse(
+        f"--report: {PLAN.results}/ holds no report of {CONFIG} as it stands (the workflow's last job writes it): "
+        f"run `snakemake all --cores N{given}` first (`snakemake -n all{given}` lists what is left to run), "
+        "then --report again"
+    )
 
 CFG = PLAN.cfg
 
@@ -49,7 +79,7 @@ def _set_resources():
 
 _too_short = signal_lead.problems(_set_resources(), CFG["resources"])
 if _too_short:  # every attempt would stop at its first steps and burn the retries
-    raise WorkflowError(f"{CONFIG}: " + "; ".join(_too_short))
+    refuse(f"{CONFIG}: " + "; ".join(_too_short))
 
 RESULTS = PLAN.results
 LOGS = f"logs/{PLAN.name}"

@@ -13,8 +13,9 @@ rule report:
         table=report(f"{RESULTS}/table.csv", caption=f"../report/table.rst", category="Results"),
         table_tex=f"{RESULTS}/table.tex",
         per_seed=report(f"{RESULTS}/per_seed.csv", caption=f"../report/per_seed.rst", category="Results"),
+        index=report(f"{RESULTS}/index.csv", caption=f"../report/index.rst", category="Results"),
         tradeoff=report(f"{RESULTS}/tradeoff.png", caption=f"../report/tradeoff.rst", category="Figures"),
-        curve=[report(path, caption=f"../report/curve.rst", category="Figures") for path in PLAN.report_files()[5:]],
+        curve=[report(path, caption=f"../report/curve.rst", category="Figures") for path in PLAN.curve_files()],
         provenance=PLAN.report.path,
     log:
         f"{LOGS}/report-{PLAN.report.key}.log",

@@ -20,12 +20,14 @@ from pathlib import Path
 import yaml
 
 from vitpeft.study import config as config_lib
-from vitpeft.study import signal_lead
+from vitpeft.study import schema, signal_lead
 from vitpeft.errors import VitpeftError
 from vitpeft.study.plan import Plan
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 BYTES_PER_PARAM = 4  # fp32 weights as written
+PING_SECONDS = 5  # a controller that answers does so in milliseconds
+SINFO_SECONDS = 30
 
 
 @dataclass
@@ -44,16 +46,17 @@ def run_checks(config_path, profile="slurm/config.yaml", gpu=None) -> list:
     The GPU checks run with `gpu` True, or with `gpu` None inside a job that SLURM granted GPUs.
     """
     try:
-        from vitpeft.methods import registry  # torch
         from vitpeft.models import shapes
 
         cfg = config_lib.load(config_path, describe=shapes.describe)
-        registry.check_models(cfg, Path(config_path).name)
+        check_models(cfg, str(config_path))
     except VitpeftError as error:
         return [Finding(FAIL, "config", str(error))]
     plan = Plan(cfg)
     findings = [Finding(OK, "config", f"{len(plan.runs)} runs ({len(cfg['experiments'])} experiments x "
                                       f"{len(plan.targets)} datasets x {len(cfg['seeds'])} seeds)")]
+    clash = plan.name_clash(config_path)
+    findings += [Finding(WARN, "study name", clash)] if clash else []
     findings += [_target(plan, name) for name in plan.targets]
     findings.append(_imagenet(plan))
     findings.append(_checkpoint(plan))
@@ -134,6 +137,22 @@ def _bytes_to_write(plan: Plan) -> int:
     return total
 
 
+
+def check_models(cfg: dict, where: str = "config") -> None:
+    """What only the libraries can check of a loaded config: the model builds, and peft accepts each peft method's fields."""
+    from vitpeft.methods import registry  # torch, timm, peft: only when the check runs
+    from vitpeft.models.backbone import build_model
+
+    try:
+        depth = len(build_model(cfg["backbone"]["model"], 2, device="meta").blocks)
+    except VitpeftError as error:
+        raise VitpeftError(f"{where}: backbone.model: {error}") from None
+    for i, exp in enumerate(cfg["experiments"]):
+        try:
+            registry.check(exp["method"], exp["args"], depth)
+        except VitpeftError as error:
+            raise VitpeftError(f"{where}: {schema.key_path(('experiments', i, 'args'), root=cfg)}: {error}") from None
+
 def in_gpu_job() -> bool:
     return bool(os.environ.get("SLURM_JOB_ID") and (os.environ.get("SLURM_GPUS_ON_NODE")
                                                      or os.environ.get("SLURM_JOB_GPUS")))
@@ -159,6 +178,9 @@ def _slurm(cfg: dict, profile: Path) -> list:
                 for problem in signal_lead.problems(settings.get("set-resources") or {}, cfg["resources"])]
     if shutil.which("sinfo") is None:
         return [*runtimes, Finding(WARN, "slurm", "sinfo not found: not on a SLURM cluster (fine for a local run)")]
+    unreachable = _unreachable()
+    if unreachable:
+        return [*runtimes, unreachable]  # every other SLURM check would wait on the same controller
     findings = [*runtimes, _partition(partition)]
     if settings.get("slurm-status-command", "sacct") == "squeue":
         findings.append(_min_job_age())
@@ -168,8 +190,31 @@ def _slurm(cfg: dict, profile: Path) -> list:
     return findings
 
 
+def _unreachable() -> Finding | None:
+    """A FAIL when the controller does not answer; `scontrol ping` says so at once, where sinfo retries for 10 s."""
+    try:
+        done = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=PING_SECONDS)
+    except subprocess.TimeoutExpired:
+        return Finding(FAIL, "slurm controller", f"unreachable: `scontrol ping` had no answer in {PING_SECONDS} s")
+    except OSError as error:
+        return Finding(FAIL, "slurm controller", f"`scontrol ping` failed: {error}")
+    if done.returncode == 0:
+        return None
+    lines = (line.strip() for line in (done.stdout + done.stderr).splitlines())
+    words = "; ".join(line for line in lines if line and not line.startswith("*"))  # not its banner of stars
+    conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+    return Finding(FAIL, "slurm controller", f"unreachable (scontrol ping: {words}); start slurmctld, or check "
+                                             f"SlurmctldHost in {conf}")
+
+
 def _partition(partition: str) -> Finding:
-    names = _command(["sinfo", "-h", "-o", "%P"]).split()
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=SINFO_SECONDS)
+    except (OSError, subprocess.SubprocessError) as error:
+        return Finding(FAIL, "slurm partition", f"sinfo failed: {error}")
+    if done.returncode != 0:  # its error text is not a list of partitions
+        return Finding(FAIL, "slurm partition", f"sinfo failed: {' '.join(done.stderr.split())}")
+    names = done.stdout.split()
     default = next((name.rstrip("*") for name in names if name.endswith("*")), None)
     known = [name.rstrip("*") for name in names]
     if not partition:

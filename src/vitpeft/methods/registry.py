@@ -106,17 +106,3 @@ def count_trainable(spec: dict) -> int:
     apply(model, spec["method"], spec["args"])
     return sum(param.numel() for param in model.parameters() if param.requires_grad)
 
-
-def check_models(cfg: dict, where: str = "config") -> None:
-    """What only the libraries can check of a loaded config: the model builds, and peft accepts each peft method's fields."""
-    from vitpeft.models.backbone import build_model
-
-    try:
-        depth = len(build_model(cfg["backbone"]["model"], 2, device="meta").blocks)
-    except VitpeftError as error:
-        raise VitpeftError(f"{where}: backbone.model: {error}") from None
-    for i, exp in enumerate(cfg["experiments"]):
-        try:
-            check(exp["method"], exp["args"], depth)
-        except VitpeftError as error:
-            raise VitpeftError(f"{where}: experiments[{i}].args: {error}") from None

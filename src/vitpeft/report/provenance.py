@@ -1,4 +1,4 @@
-"""The report on disk: every file written atomically, then the provenance record that marks it done.
+"""The report on disk: every file written atomically, index.csv (where each run lives), then the provenance record.
 
 provenance/report-<key>.json names the config (path and sha256), the report key
 and every input read with its sha256; it is written last, so it exists only
@@ -12,7 +12,8 @@ import pandas as pd
 
 from vitpeft.fileio import atomic_path, write_json
 from vitpeft.report.plots import curve_figure, tradeoff_figure
-from vitpeft.report.tables import CURVE_COLUMNS, Report, latex, markdown
+from vitpeft.report.tables import CURVE_COLUMNS, INDEX_COLUMNS, Report, _counts, latex, markdown
+from vitpeft.study.plan import PRETRAINED
 
 
 def write(report: Report, out_dir, provenance, config_path, plan) -> str:
@@ -26,6 +27,7 @@ def write(report: Report, out_dir, provenance, config_path, plan) -> str:
     _write_csv(out_dir / "table.csv", report.table)
     _write_text(out_dir / "table.tex", latex(report))
     _write_csv(out_dir / "per_seed.csv", report.per_seed)
+    _write_csv(out_dir / "index.csv", index(plan, config_path))
     _write_figure(out_dir / "tradeoff.png", tradeoff_figure(report))
     if report.curve is not None:
         several = report.table["dataset"].nunique() > 1
@@ -33,6 +35,25 @@ def write(report: Report, out_dir, provenance, config_path, plan) -> str:
         _write_figure(out_dir / "curve.png", curve_figure(report))
     write_provenance(provenance, report, config_path, plan)
     return text
+
+
+def index(plan, config_path) -> pd.DataFrame:
+    """Where each planned run and score of the study lives now: run folders hold keys no one can guess, and
+    folders of older keys stay beside them. One row per run, and one per dataset for the untouched backbone."""
+    rows = []
+    for dataset, node in plan.pretrained_target.items():
+        source = plan.pretrained_source.path if plan.pretrained_source else ""
+        rows.append({"dataset": dataset, "experiment": PRETRAINED, "target": node.path, "source": source})
+    for run in plan.runs.values():
+        source = plan.source_metrics(run)
+        rows.append({
+            "dataset": run.dataset, "experiment": run.experiment, "seed": run.seed, "key": run.train.key,
+            "run": run.train.path, "spec": f"{run.train.path}/spec.yaml", "target": run.target.path,
+            "source": source.path if source else "", "curve": run.curve.path if run.curve else "",
+        })  # fmt: skip
+    frame = _counts(pd.DataFrame(rows, columns=INDEX_COLUMNS))
+    frame["config"] = str(config_path)
+    return frame
 
 
 def write_provenance(path, report: Report, config_path, plan) -> None:

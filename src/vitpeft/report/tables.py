@@ -58,7 +58,7 @@ FAMILIES = {  # method -> the paper's group, in the paper's order
 FAMILY_ORDER = ["Pretrained", "Standard fine-tuning", "LoRA", "Block Expansion"]
 AVERAGED = ["target_acc", "source_acc", "source_acc_routed", "mean", "source_acc_subsample", "early_source_loss"]
 RUN_COLUMNS = [
-    "dataset", "experiment", "method", "family", "seed", "trainable_params", "selected_step", "target_metric",
+    "dataset", "experiment", "method", "family", "seed", "key", "trainable_params", "selected_step", "target_metric",
     "target_acc", "source_acc", "source_acc_routed", "mean", "source_acc_subsample", "early_step", "early_source_loss",
 ]  # fmt: skip
 PAPER_COLUMNS = [
@@ -71,6 +71,7 @@ TABLE_COLUMNS = [
     "early_step", "early_source_loss", "early_source_loss_std", *PAPER_COLUMNS,
 ]  # fmt: skip
 CURVE_COLUMNS = ["experiment", "seed", "step", "target_acc", "source_acc"]
+INDEX_COLUMNS = ["dataset", "experiment", "seed", "key", "run", "spec", "target", "source", "curve", "config"]
 COUNTS = ["n_seeds", "trainable_params", "selected_step", "early_step", "seed"]  # whole numbers, blank when absent
 WRITERS = {  # what each input is, and the command that writes it
     "target": ("target metrics", "vitpeft eval-target"),
@@ -231,6 +232,7 @@ def _run_row(plan, run, inputs: Inputs) -> tuple:
         "method": run.method,
         "family": FAMILIES.get(run.method, run.method),
         "seed": run.seed,
+        "key": run.train.key,
         "trainable_params": _number(summary.get("trainable_params"), summary_path, "trainable_params"),
         "selected_step": _number(summary.get("selected_step"), summary_path, "selected_step", nullable=True),
         "target_metric": target.get("metric", "classifier"),

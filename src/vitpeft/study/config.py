@@ -9,8 +9,8 @@ the depth comes from the model's kwargs or the presets' table, and for another
 timm architecture from the `describe` its caller passes
 (vitpeft.models.shapes.describe builds the model once on the meta device; the
 Snakefile and the CLI pass it). What only the libraries can check (peft's own
-fields) is vitpeft.methods.registry.check_models, run wherever torch is loaded
-anyway (`vitpeft check`, every job).
+fields) is vitpeft.cli.check.check_models, run wherever torch is loaded
+anyway (`vitpeft check`).
 """
 
 import copy
@@ -23,7 +23,7 @@ from vitpeft.methods import arguments
 from vitpeft.models import presets
 from vitpeft.study import schema
 from vitpeft.errors import VitpeftError
-from vitpeft.study.spec import check_curve_steps
+from vitpeft.study.spec import check_curve_steps, check_relations
 
 PRETRAINED = "pretrained"  # the untouched backbone's pseudo-experiment, reserved as an experiment name
 
@@ -45,22 +45,36 @@ def load(source, describe=None) -> dict:
     _check_experiments(cfg, where)
     _check_methods(cfg, where, describe)
     _check_curve(cfg, where)
+    _check_relations(cfg, where)
     _check_datasets(cfg, where)
     return cfg
 
 
 def _read(source):
+    """(how messages name the config: the path as given, its parsed YAML)."""
     if isinstance(source, dict):
         return "config", source
     path = Path(source)
     try:
-        return path.name, schema.read_yaml(path.read_text())
+        return str(source), schema.read_yaml(path.read_text())
     except FileNotFoundError:
-        raise VitpeftError(f"config file not found: {path}") from None
+        raise VitpeftError(f"config file not found: {source}") from None
     except IsADirectoryError:
-        raise VitpeftError(f"config file {path} is a folder") from None
+        raise VitpeftError(f"config file {source} is a folder") from None
     except yaml.YAMLError as error:
-        raise VitpeftError(f"{path.name} is not valid YAML: {error}") from None
+        raise VitpeftError(f"{source}: not valid YAML: {yaml_problem(error)}") from None
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's complaint with the line and column in the file ("<unicode string>" and 0-based lines dropped)."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return str(error)
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, start = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and start is not None:
+        text += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+    return text
 
 
 def _apply_preset(raw: dict, where: str) -> None:
@@ -96,26 +110,29 @@ def _check_workflow_filled(raw, where: str) -> None:
     """Keys of a spec's `train` that the workflow fills per run: a config naming them gets the reason."""
     if not isinstance(raw, dict):
         return
-    sections = [("train", raw.get("train"))]
+    sections = [(("train",), raw.get("train"))]
     experiments = raw.get("experiments")
     if isinstance(experiments, list):
-        sections += [(f"experiments[{i}].train", exp.get("train")) for i, exp in enumerate(experiments)
+        sections += [(("experiments", i, "train"), exp.get("train")) for i, exp in enumerate(experiments)
                      if isinstance(exp, dict)]
     for here, train in sections:
         for key, hint in WORKFLOW_FILLED.items():
             if isinstance(train, dict) and key in train:
-                raise VitpeftError(f"{where}: {here}.{key}: set by the workflow from {hint}, not here")
+                raise VitpeftError(f"{where}: {schema.key_path((*here, key), root=raw)}: "
+                                   f"set by the workflow from {hint}, not here")
 
 
 def _check_experiments(cfg: dict, where: str) -> None:
-    seen = set()
+    seen = {}
     for i, exp in enumerate(cfg["experiments"]):
-        here = f"experiments[{i}]"
         if exp["name"] in seen or exp["name"] == PRETRAINED:
-            reason = "is reserved for the untouched backbone" if exp["name"] == PRETRAINED else "is used twice"
-            raise VitpeftError(f"{where}: {here}.name: {exp['name']!r} {reason}; experiment names must be unique")
-        seen.add(exp["name"])
-        schema.check(exp["train"], where, "train", f"{here}.train")  # the shared section is already checked
+            reason = ("is reserved for the untouched backbone" if exp["name"] == PRETRAINED
+                      else f"is used twice (also experiments[{seen[exp['name']]}])")
+            raise VitpeftError(f"{where}: experiments[{i}].name: {exp['name']!r} {reason}; "
+                               "experiment names must be unique")
+        seen[exp["name"]] = i
+        here = schema.key_path(("experiments", i, "train"), root=cfg)
+        schema.check(exp["train"], where, "train", here)  # the shared section is already checked
 
 
 def merged_train(cfg: dict, exp: dict) -> dict:
@@ -134,13 +151,24 @@ def deep_merge(base: dict, override: dict) -> dict:
 def _check_curve(cfg: dict, where: str) -> None:
     steps = cfg["curve"]["steps"]
     check_curve_steps(steps, cfg["train"]["steps"], f"{where}: curve.steps")
-    for i, exp in enumerate(cfg["experiments"]):
+    for exp in cfg["experiments"]:
         own = exp["train"].get("steps")
         if own is not None and steps and steps[-1] > own:
             raise VitpeftError(
-                f"{where}: curve.steps: {steps[-1]} is beyond experiments[{i}].train.steps ({own}) "
-                f"of {exp['name']!r}; keep curve steps within every experiment's steps"
+                f"{where}: curve.steps: {steps[-1]} is beyond the train.steps ({own}) of experiment "
+                f"{exp['name']!r}; keep curve steps within every experiment's steps"
             )
+
+
+def _check_relations(cfg: dict, where: str) -> None:
+    """What the schema cannot say of training (crop_scale's order, two augmentations at once) for the shared
+    section and each experiment overriding it, named here: the plan would name a run, not the file."""
+    shared = {"train": {**cfg["train"], "curve_steps": cfg["curve"]["steps"]}, "data": {"test": True}}
+    check_relations(shared, where)
+    for i, exp in enumerate(cfg["experiments"]):
+        if exp["train"]:  # the rest are the shared section's, checked above
+            own = {**shared, "train": {**merged_train(cfg, exp), "curve_steps": cfg["curve"]["steps"]}}
+            check_relations(own, f"{where}: {schema.key_path(('experiments', i), root=cfg)}")
 
 
 def _check_datasets(cfg: dict, where: str) -> None:
@@ -171,7 +199,7 @@ def _check_methods(cfg: dict, where: str, describe) -> None:
         try:
             arguments.check(exp["method"], exp["args"], depth)
         except VitpeftError as error:
-            raise VitpeftError(f"{where}: experiments[{i}].args: {error}") from None
+            raise VitpeftError(f"{where}: {schema.key_path(('experiments', i, 'args'), root=cfg)}: {error}") from None
 
 
 def model_depth(model_cfg: dict, where: str, describe=None) -> int:

@@ -15,6 +15,7 @@ was given, so a config edited under a running workflow is refused, not mixed).
 import copy
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -280,11 +281,30 @@ class Plan:
         key = key_of("report", _report_settings(self.cfg), keys)
         return Node(key, f"{inside(self.results, 'provenance')}/report-{key}.json")
 
+    def reported_config(self) -> str | None:
+        """The config file the study's current report was made from (its provenance); None before any report."""
+        for record in sorted(Path(self.results, "provenance").glob("report-*.json")):
+            try:
+                return json.loads(record.read_text())["config"]["path"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+        return None
+
+    def name_clash(self, config_path) -> str | None:
+        """What running `config_path` would overwrite when results/<name>/ holds another config's report; else None."""
+        other = self.reported_config()
+        if other is None or _same_file(other, str(config_path)) or os.path.exists(self.report.path):
+            return None  # no report yet, this config's own, or already the same as this config's (nothing to rewrite)
+        return (f"{self.results}/ holds the report of {other}, and {config_path} has the same study name "
+                f"{self.name!r}: running it rewrites that study's tables, index and plots (its runs stay). "
+                f"Give {config_path} its own `name:` to keep both")
+
     def report_files(self) -> list:
-        names = ["table.md", "table.csv", "table.tex", "per_seed.csv", "tradeoff.png"]
-        if self.cfg["curve"]["steps"]:
-            names += ["curve.csv", "curve.png"]
-        return [f"{self.results}/{name}" for name in names]
+        names = ["table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png"]
+        return [f"{self.results}/{name}" for name in names] + self.curve_files()
+
+    def curve_files(self) -> list:
+        return [f"{self.results}/{name}" for name in ("curve.csv", "curve.png")] if self.cfg["curve"]["steps"] else []
 
 
 def _report_settings(cfg: dict) -> dict:
@@ -294,6 +314,14 @@ def _report_settings(cfg: dict) -> dict:
     settings["source"] = {key: value for key, value in cfg["source"].items() if key != "imagenet_dir"}
     settings["target"] = {key: value for key, value in cfg["target"].items() if key != "mirrors"}  # servers: places
     return settings
+
+
+def _same_file(recorded: str, given: str) -> bool:
+    """Whether two config paths name one file; a recorded absolute path (another machine's clone) matches by its
+    end, so a teammate's pulled results do not read as another study."""
+    if os.path.abspath(recorded) == os.path.abspath(given):
+        return True
+    return os.path.isabs(recorded) and not os.path.isabs(given) and recorded.endswith(os.sep + os.path.normpath(given))
 
 
 def _checkpoint_name(name: str) -> str:

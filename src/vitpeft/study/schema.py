@@ -6,6 +6,7 @@ type, its range and its default are written once, in the YAML file.
 
 import copy
 import functools
+import math
 import re
 from importlib import resources
 
@@ -58,13 +59,35 @@ def apply(instance, where: str, definition: str | None = None, prefix: str = "")
 
     The first problem becomes one VitpeftError: "<where>: <key>: <what is wrong>".
     """
-    _raise_first(_Validator(_target(definition)).iter_errors(instance), where, prefix)
+    _refuse_non_finite(instance, where, prefix)
+    _raise_first(_Validator(_target(definition)).iter_errors(instance), where, prefix, instance)
     return instance
 
 
 def check(instance, where: str, definition: str, prefix: str = "") -> None:
     """Check `instance` against one of the `$defs` without filling defaults (cheap for a few keys)."""
-    _raise_first(jsonschema.Draft202012Validator(_target(definition)).iter_errors(instance), where, prefix)
+    _refuse_non_finite(instance, where, prefix)
+    _raise_first(jsonschema.Draft202012Validator(_target(definition)).iter_errors(instance), where, prefix, instance)
+
+
+def _refuse_non_finite(instance, where: str, prefix: str) -> None:
+    """YAML's .nan and .inf are numbers to JSON Schema: refuse them wherever they are, naming the key."""
+    found = _first_non_finite(instance)
+    if found is not None:
+        parts, value = found
+        raise VitpeftError(f"{where}: {key_path(parts, prefix, instance)}: {value!r} is not a finite number")
+
+
+def _first_non_finite(node, parts=()):
+    """(key path, value) of the first NaN or infinity in a parsed YAML tree; None when every number is finite."""
+    if isinstance(node, float):
+        return None if math.isfinite(node) else (parts, node)
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = _first_non_finite(value, (*parts, key))
+        if found is not None:
+            return found
+    return None
 
 
 def _target(definition: str | None) -> dict:
@@ -72,26 +95,43 @@ def _target(definition: str | None) -> dict:
     return whole if definition is None else {"$defs": whole["$defs"], "$ref": f"#/$defs/{definition}"}
 
 
-def _raise_first(errors, where: str, prefix: str) -> None:
+def _raise_first(errors, where: str, prefix: str, root) -> None:
     error = jsonschema.exceptions.best_match(errors)
     if error is not None:
-        raise VitpeftError(f"{where}: {describe(error, prefix)}")
+        raise VitpeftError(f"{where}: {describe(error, prefix, root)}")
 
 
-def key_path(parts, prefix: str = "") -> str:
-    """experiments, 3, method -> 'experiments[3].method'."""
+def key_path(parts, prefix: str = "", root=None) -> str:
+    """experiments, 3, method -> 'experiments[3].method'; with the config (`root`) at hand, an experiment
+    with a usable name is named by it: "experiment 'lora_r4': method" (its place in the list says little)."""
+    parts = list(parts)
+    if not prefix and len(parts) > 1 and parts[0] == "experiments" and isinstance(parts[1], int):
+        name = experiment_name(root, parts[1])
+        if name is not None:
+            rest = key_path(parts[2:])
+            return f"experiment {name!r}" + (f": {rest}" if rest else "")
     text = prefix
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
 
-def describe(error, prefix: str = "") -> str:
-    path = key_path(error.absolute_path, prefix)
+def experiment_name(cfg, index: int) -> str | None:
+    """The name of experiment `index` of a (raw) config when it is a safe name; None otherwise."""
+    experiments = cfg.get("experiments") if isinstance(cfg, dict) else None
+    if not isinstance(experiments, list) or index >= len(experiments) or not isinstance(experiments[index], dict):
+        return None
+    name = experiments[index].get("name")
+    return name if isinstance(name, str) and SAFE_NAME.fullmatch(name) else None
+
+
+def describe(error, prefix: str = "", root=None) -> str:
+    parts = list(error.absolute_path)
+    path = key_path(parts, prefix, root)
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
         allowed = sorted(_allowed_keys(error.schema))
         unknown = sorted(set(error.instance) - set(allowed))
-        return f"{key_path([unknown[0]], path)}: unknown key (allowed here: {', '.join(allowed)})"
+        return f"{key_path([*parts, unknown[0]], prefix, root)}: unknown key (allowed here: {', '.join(allowed)})"
     safe_name = _schema()["$defs"]["safe_name"]
     if error.validator == "pattern" and error.schema.get("pattern") == safe_name["pattern"]:
         return f"{path}: {error.instance!r} is not a safe name ({safe_name['description']})"
