@@ -10,6 +10,8 @@ if PLAN.backbone.info["rule"] == "pretrain":
             checkpoint=PLAN.backbone.path,
         log:
             f"{LOGS}/pretrain_backbone-{PLAN.backbone.key}.log",
+        benchmark:
+            f"{BENCH}/pretrain_backbone-{PLAN.backbone.key}.tsv"
         params:
             device=device("train"),
             config=CONFIG,

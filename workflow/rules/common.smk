@@ -130,9 +130,17 @@ ATTEMPT_HEADER = (
 )
 
 
+# vitpeft pins the CPU kernels itself (vitpeft.training.kernels); these switches come from the config.
+KERNELS = "".join((
+    "" if CFG["reproducibility"]["cpu_pin"] else "export VITPEFT_CPU_PIN=0; ",
+    "export VITPEFT_CUDA_DETERMINISTIC=1; " if CFG["reproducibility"]["cuda_deterministic"] else "",
+))
+
+
 def logged(command):
-    """A rule's shell command: the attempt's header, then the command with its output appended to the log."""
-    return "".join((ATTEMPT_HEADER, command, " >> {log} 2>&1"))
+    """A rule's shell command: the attempt's header, then the command (with the config's kernel switches)
+    and its output appended to the log."""
+    return "".join((ATTEMPT_HEADER, KERNELS, command, " >> {log} 2>&1"))
 
 
 KNN_ARGS = f"--k {words(CFG['source']['k'])} --temperature {CFG['source']['temperature']}"

@@ -9,6 +9,8 @@ if PLAN.synthetic is not None:
             data=directory(PLAN.synthetic.path),
         log:
             f"{LOGS}/make_synthetic-{PLAN.synthetic.key}.log",
+        benchmark:
+            f"{BENCH}/make_synthetic-{PLAN.synthetic.key}.tsv"
         params:
             config=CONFIG,
         conda:
@@ -127,6 +129,8 @@ if PLAN.curve_data is not None:
             data=directory(PLAN.curve_data.path),
         log:
             f"{LOGS}/subsample_source-{PLAN.curve_data.key}.log",
+        benchmark:
+            f"{BENCH}/subsample_source-{PLAN.curve_data.key}.tsv"
         params:
             bank=PLAN.source.info["bank"],
             queries=PLAN.source.info["queries"],

@@ -105,6 +105,8 @@ if PLAN.features is not None:
             metrics=PLAN.pretrained_source.path,
         log:
             f"{LOGS}/eval_source/{PRETRAINED}-{PLAN.pretrained_source.key}.log",
+        benchmark:
+            f"{BENCH}/eval_source_pretrained-{PLAN.pretrained_source.key}.tsv"
         params:
             device=EVAL_DEVICE,
             config=CONFIG,

@@ -19,6 +19,8 @@ rule report:
         provenance=PLAN.report.path,
     log:
         f"{LOGS}/report-{PLAN.report.key}.log",
+    benchmark:
+        f"{BENCH}/report-{PLAN.report.key}.tsv"
     params:
         config=CONFIG,
         out=report_folder,

@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from vitpeft.errors import VitpeftError
+from vitpeft.training import kernels
 
 # Each module defines register(subparsers); a subcommand sets `func` to its runner.
 COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "check", "targets", "backbones"]
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    kernels.pin_environment()  # before anything loads torch: its libraries read the pins at their first call
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

@@ -5,7 +5,6 @@ import json
 
 from vitpeft.data import cifar
 from vitpeft.data import download
-from vitpeft.models import fetch
 from vitpeft.data import imagenet
 from vitpeft.errors import VitpeftError
 
@@ -75,6 +74,8 @@ def _register_fetch_checkpoint(subparsers) -> None:
 
 
 def _fetch_checkpoint(args) -> int:
+    from vitpeft.models import fetch  # torch: loaded only when this command runs, never to parse arguments
+
     if args.timm_hub:
         if args.sha256:
             raise VitpeftError(

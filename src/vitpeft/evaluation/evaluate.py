@@ -20,7 +20,7 @@ import torch
 
 from vitpeft.models import backbone
 from vitpeft.models import presets
-from vitpeft.training import devices
+from vitpeft.training import devices, kernels
 from vitpeft.evaluation import features
 from vitpeft.evaluation import knn
 from vitpeft.methods import registry
@@ -196,4 +196,5 @@ def keyed(scores: dict) -> dict:
 def provenance(spec, run_dir, device) -> dict:
     """Whose score it is, and the device and arithmetic that computed it."""
     return {"name": spec["name"], "method": spec["method"], "run": str(run_dir) if run_dir is not None else None,
-            "device": devices.describe(device), "compute_precision": knn.compute_precision(device)}
+            "device": devices.describe(device), "compute_precision": knn.compute_precision(device),
+            "kernels": kernels.record(device)}

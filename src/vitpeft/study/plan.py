@@ -308,8 +308,8 @@ class Plan:
 
 
 def _report_settings(cfg: dict) -> dict:
-    """The config as the report reads it: without places (folders) and scheduler resources."""
-    places = ("data_dir", "cache_dir", "resume_dir", "resources")
+    """The config as the report reads it: without places (folders), scheduler resources and kernel settings."""
+    places = ("data_dir", "cache_dir", "resume_dir", "resources", "reproducibility")
     settings = {key: value for key, value in cfg.items() if key not in places}
     settings["source"] = {key: value for key, value in cfg["source"].items() if key != "imagenet_dir"}
     settings["target"] = {key: value for key, value in cfg["target"].items() if key != "mirrors"}  # servers: places

@@ -12,6 +12,7 @@ import socket
 import subprocess
 
 from vitpeft.errors import VitpeftError
+from vitpeft.training import kernels
 
 CHOICES = ["auto", "cpu", "cuda"]
 
@@ -27,10 +28,12 @@ def pick(name=None):
     import torch  # here, so that `vitpeft --help` and the option parsing never load torch
 
     if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise VitpeftError(f"--device cuda was asked for, but torch sees no CUDA device: {why_no_cuda()}")
+    kernels.use(device)
     return device
 
 

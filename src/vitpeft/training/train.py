@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vitpeft.data import augment
-from vitpeft.training import devices
+from vitpeft.training import devices, kernels
 from vitpeft.training.draws import (
     STREAM_AUGMENT, STREAM_LAYERS, Data, autocast_dtype, batch_indices, derive_seed, load_data, lr_at, own_global_rng,
 )
@@ -66,7 +66,8 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
         data = load_data(spec, device)  # all data checks before any model is built
 
         run = Run(spec, data, device)
-        print(f"{spec['name']}: training on {devices.describe(device)}, precision {run.precision}", file=sys.stderr)
+        print(f"{spec['name']}: training on {devices.describe(device)}, precision {run.precision}; "
+              f"{kernels.describe(kernels.record(device))}", file=sys.stderr)
         if state is not None:
             run.restore(state)
             print(f"{spec['name']}: resuming at step {run.step} of {spec['train']['steps']}", file=sys.stderr)
@@ -421,6 +422,7 @@ def summary(spec: dict, run: Run) -> dict:
         "wall_seconds": round(run.wall_seconds, 3),
         "mean_img_per_s": round(steps * batch / run.wall_seconds, 2) if run.wall_seconds > 0 else None,
         "device": devices.describe(run.device),
+        "kernels": kernels.record(run.device),
         "precision": run.precision,
         "trainable_params": sum(p.numel() for p in run.params),
         "resumed_from_step": run.resumed_from,
