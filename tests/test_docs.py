@@ -27,7 +27,7 @@ from slurmctl import REPO
 from vitpeft.cli import build_parser
 
 DOCUMENTS = ["README.md", "config/README.md", "Snakefile", "slurm/config.yaml"]
-READ_ONLY = {"params", "check", "list-targets", "list-backbones"}  # vitpeft commands that change nothing
+READ_ONLY = {"params", "check", "list-targets", "list-backbones", "compare"}  # vitpeft commands that change nothing
 COMMAND = re.compile(r"^(snakemake|vitpeft)\s")
 SUBCOMMANDS = build_parser()._subparsers._group_actions[0].choices  # argparse keeps the subparsers here
 

@@ -10,7 +10,7 @@ import sys
 from vitpeft.errors import VitpeftError
 
 # Each module defines register(subparsers); a subcommand sets `func` to its runner.
-COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "check", "targets", "backbones"]
+COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "compare", "check", "targets", "backbones"]
 
 
 def build_parser() -> argparse.ArgumentParser:
