@@ -32,6 +32,8 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	snakemake all --cores $(CORES) --configfile config/demo.yaml
 	@cat results/demo/table.md
+	@echo
+	@vitpeft compare --table results/demo/table.csv --reference reference/demo
 
 # A finished demo's table and provenance become the reference (reference/demo/) and the README's table.
 demo-reference: setup
