@@ -12,7 +12,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_CUDA)
 TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements.lock)
 STAMP := $(VENV)/.installed$(if $(TORCH_CUDA),-$(TORCH_CUDA))
 
-.PHONY: setup demo test test-unit test-workflow test-slurm test-dvc params bench clean-demo \
+.PHONY: setup demo demo-reference test test-unit test-workflow test-slurm test-dvc params bench clean-demo \
         slurm-up slurm-down cluster push pull
 
 setup: $(STAMP)
@@ -32,6 +32,17 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	snakemake all --cores $(CORES) --configfile config/demo.yaml
 	@cat results/demo/table.md
+	@echo
+	@vitpeft compare --table results/demo/table.csv --reference reference/demo
+
+# A finished demo's table and provenance become the reference (reference/demo/) and the README's table.
+demo-reference: setup
+	@ls results/demo/provenance/report-*.json >/dev/null 2>&1 || { \
+	  echo "make demo-reference: results/demo has no finished report (provenance/report-<key>.json): run make demo first" >&2; exit 2; }
+	mkdir -p reference/demo
+	cp results/demo/table.md results/demo/table.csv reference/demo/
+	cp results/demo/provenance/report-*.json reference/demo/provenance.json
+	python scripts/readme-table.py
 
 test: setup
 	lint-imports

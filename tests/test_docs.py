@@ -25,9 +25,10 @@ import yaml
 import slurmctl
 from slurmctl import REPO
 from vitpeft.cli import build_parser
+from vitpeft.report import compare
 
 DOCUMENTS = ["README.md", "config/README.md", "Snakefile", "slurm/config.yaml"]
-READ_ONLY = {"params", "check", "list-targets", "list-backbones"}  # vitpeft commands that change nothing
+READ_ONLY = {"params", "check", "list-targets", "list-backbones", "compare"}  # vitpeft commands that change nothing
 COMMAND = re.compile(r"^(snakemake|vitpeft)\s")
 SUBCOMMANDS = build_parser()._subparsers._group_actions[0].choices  # argparse keeps the subparsers here
 
@@ -106,6 +107,16 @@ def test_the_readme_lists_every_vitpeft_subcommand():
     package = (REPO / "README.md").read_text().split("## The package", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in SUBCOMMANDS if not re.search(rf"`(vitpeft )?{re.escape(name)}[` ]", package)]
     assert not missing, f"README.md's command table lacks {missing}"
+
+
+def test_the_readme_demo_table_is_the_reference_file():
+    """The block between the demo-table markers is reference/demo/table.md's table (scripts/readme-table.py)."""
+    blocks = re.findall(r"<!-- demo-table:begin[^>]*-->\n(.*?)<!-- demo-table:end -->", (REPO / "README.md").read_text(),
+                        re.S)
+    assert len(blocks) == 1, f"README.md should hold one demo-table block, found {len(blocks)}"
+    reference = compare.markdown_table(REPO / "reference" / "demo")
+    assert reference.startswith("| Family") and reference.count("\n") >= 3  # a table, not an empty file
+    assert blocks[0] == reference, "README.md's demo table is stale: run python scripts/readme-table.py"
 
 
 def test_for_a_yaml_error_snakemake_cannot_place_the_readme_gives_the_command_that_does(project):
