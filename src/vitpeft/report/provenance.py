@@ -6,6 +6,7 @@ beside a whole report, and older report-*.json beside it are removed.
 """
 
 import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -67,7 +68,20 @@ def write_provenance(path, report: Report, config_path, plan) -> None:
         "config": {"path": str(config_path), "sha256": hashlib.sha256(config_path.read_bytes()).hexdigest()},
         "report_key": plan.report.key,
         "inputs": report.inputs,
+        "kernels": run_kernels(plan),
     })  # fmt: skip
+
+
+def run_kernels(plan) -> list:
+    """The distinct CPU/GPU kernel records of the study's training runs (vitpeft.training.kernels), for
+    `vitpeft compare` to tell a pin turned off or another torch from a broken install."""
+    records = []
+    for run in plan.runs.values():
+        summary = Path(run.train.path) / "summary.json"
+        record = json.loads(summary.read_text()).get("kernels") if summary.is_file() else None
+        if record is not None and record not in records:
+            records.append(record)
+    return records
 
 
 def _write_text(path: Path, text: str) -> None:
