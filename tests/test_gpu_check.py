@@ -63,3 +63,17 @@ def test_check_gpu_on_a_node_without_cuda_fails_naming_why(capsys):
     out = capsys.readouterr().out
     assert "FAIL  gpu: torch sees no CUDA device: node " in out, out
     assert "FAIL  driver: " in out, out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_plain_check_inside_a_job_granted_a_gpu_checks_the_gpu_by_itself(monkeypatch, capsys):
+    """`vitpeft check` in a SLURM job with a GPU no longer says all is well when torch sees no CUDA."""
+    from vitpeft.cli.check import run_checks
+
+    without = {finding.what for finding in run_checks("config/demo.yaml")}
+    assert "gpu" not in without
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    gpu = next(finding for finding in run_checks("config/demo.yaml") if finding.what == "gpu")
+    assert gpu.status == "FAIL" and "CUDA_VISIBLE_DEVICES='0'" in gpu.detail and "SLURM GPUs on node: 1" in gpu.detail
