@@ -6,6 +6,11 @@ import torch
 
 from vitpeft.data import store
 
+# For a `vitpeft` subprocess whose bits are compared with training in this process: torch loaded
+# here before any pin could act, so this process computes on the machine's own kernels, and so
+# must the subprocess (the pin itself, across environments: tests/test_kernels.py).
+UNPINNED = {"VITPEFT_CPU_PIN": "0"}
+
 # A ViT with the paper's depth (12 blocks) but tiny width, on 32x32 images.
 TINY_MODEL = {
     "name": "vit_base_patch16_224",

@@ -89,6 +89,10 @@ def test_an_identical_table_matches_the_reference_exactly(demo, capsys):
 
 
 def test_one_changed_cell_is_named_with_both_values_the_difference_and_the_reasons(demo, capsys):
+    for where in ("results", "reference"):  # reports made before vitpeft recorded the kernels
+        path, record = provenance(where)
+        record.pop("kernels", None)
+        path.write_text(json.dumps(record))
     table = rows(TABLE)
     full = next(row for row in table if row["experiment"] == "full")
     reference_value = full["target_acc"]

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, UNPINNED
 from vitpeft import cli
 from vitpeft.training import resume
 from vitpeft.data import store
@@ -82,7 +82,7 @@ def cli_args(root, out: str) -> list:
 
 
 def test_sigkill_mid_run_then_the_same_command_gives_bit_identical_weights_log_and_curve(workdir):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the reference ran on one thread too: bitwise equal sums
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **UNPINNED}  # as the reference and the rerun here
     process = subprocess.Popen([sys.executable, "-m", "vitpeft.cli", *cli_args(workdir, "killed")],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300  # a hang guard only: the machine may be shared and slow
