@@ -30,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 demo: setup
-	snakemake all --cores $(CORES) --configfile config/demo.yaml
+	vitpeft warm snakemake all --cores $(CORES) --configfile config/demo.yaml
 	@cat results/demo/table.md
 	@echo
 	@vitpeft compare --table results/demo/table.csv --reference reference/demo

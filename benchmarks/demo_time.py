@@ -1,14 +1,17 @@
 """Where `make demo`'s time goes, per rule: a fresh clone of a revision runs the demo workflow, timed.
 
-    python benchmarks/demo_time.py --rev HEAD --label after            # writes benchmarks/results/demo-time-after.json
-    python benchmarks/demo_time.py --rev HEAD --label nopin --no-pin   # the same with reproducibility.cpu_pin: false
+    python benchmarks/demo_time.py --rev HEAD --label warm             # writes benchmarks/results/demo-time-warm.json
+    python benchmarks/demo_time.py --rev HEAD --label cold --cold      # every job a fresh process (before `vitpeft warm`)
+    python benchmarks/demo_time.py --rev HEAD --label nopin --no-pin   # with reproducibility.cpu_pin: false
 
 Per rule: jobs, job-seconds (Snakemake's benchmark files: each job's wall time),
 and how much of it vitpeft itself measured inside the job (training's loop,
 `wall_seconds`; an evaluation's `seconds`, from its start to its scores). The
 rest of a job is process start-up (Python, torch, timm) and what vitpeft does
 before and after it measures (reading the model, writing files). The workflow's
-wall time is what a user waits for `snakemake all --cores 2`.
+wall time is what a user waits for: `vitpeft warm snakemake all --cores 2 ...`, as
+`make demo` runs it (every job forked from one process that loaded torch once),
+or with --cold plain `snakemake all --cores 2 ...` (every job a fresh process).
 """
 
 import argparse
@@ -26,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def run_demo(rev: str, pin: bool, cores: int) -> tuple[Path, float]:
+def run_demo(rev: str, pin: bool, cores: int, warm: bool) -> tuple[Path, float]:
     """A fresh clone of `rev` with the demo run in it; returns the clone and the workflow's wall seconds."""
     clone = Path(tempfile.mkdtemp(prefix="demo-time-")) / "vitpeft"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
@@ -36,7 +39,8 @@ def run_demo(rev: str, pin: bool, cores: int) -> tuple[Path, float]:
         config.write_text(config.read_text() + "\nreproducibility: {cpu_pin: false}\n")
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "PYTHONPATH": str(clone / "src"), "HOME": str(Path.home())}
     started = time.monotonic()
-    subprocess.run([BIN / "snakemake", "all", "--cores", str(cores), "--configfile", "config/demo.yaml"],
+    command = [BIN / "snakemake", "all", "--cores", str(cores), "--configfile", "config/demo.yaml"]
+    subprocess.run([BIN / "vitpeft", "warm", *command] if warm else command,
                    cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return clone, time.monotonic() - started
 
@@ -82,14 +86,15 @@ def main(argv=None) -> int:
     parser.add_argument("--label", required=True, help="names the JSON: benchmarks/results/demo-time-LABEL.json")
     parser.add_argument("--no-pin", action="store_true", help="reproducibility.cpu_pin: false")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--cold", action="store_true", help="every job a fresh process (no `vitpeft warm`)")
     args = parser.parse_args(argv)
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.rev], capture_output=True, text=True,
                          check=True).stdout.strip()
-    clone, wall = run_demo(rev, not args.no_pin, args.cores)
+    clone, wall = run_demo(rev, not args.no_pin, args.cores, not args.cold)
     rules = per_rule(clone)
     table = (clone / "results" / "demo" / "table.csv").read_text()
     record = {
-        "rev": rev, "label": args.label, "pin": not args.no_pin, "cores": args.cores,
+        "rev": rev, "label": args.label, "pin": not args.no_pin, "warm": not args.cold, "cores": args.cores,
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_model()}",
         "workflow_wall_seconds": round(wall, 1),
         "job_seconds": round(sum(r["job_seconds"] for r in rules.values()), 1),

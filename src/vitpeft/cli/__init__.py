@@ -7,11 +7,12 @@ import argparse
 import importlib
 import sys
 
+from vitpeft.cli import warm
 from vitpeft.errors import VitpeftError
 from vitpeft.training import kernels
 
 # Each module defines register(subparsers); a subcommand sets `func` to its runner.
-COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "compare", "check", "targets", "backbones"]
+COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "compare", "check", "targets", "backbones", "warm"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     kernels.pin_environment()  # before anything loads torch: its libraries read the pins at their first call
+    if argv is None and (status := warm.delegate(sys.argv[1:])) is not None:
+        return status  # run by a warm server (`vitpeft warm`): same work, without loading torch again
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
