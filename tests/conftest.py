@@ -66,10 +66,13 @@ def demo_grid() -> dict:
 
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory):
-    """A project copy in which the demo-scale grid has run to the end (shared by the workflow and docs tests)."""
+    """A project copy in which the demo-scale grid has run to the end (shared by the workflow and docs tests).
+
+    Under `vitpeft warm`, as `make demo` runs it; the SLURM tests run every job as a fresh process.
+    """
     import slurmctl
 
     project = slurmctl.make_project(tmp_path_factory.mktemp("workflow") / "project")
     config = slurmctl.write_config(project, demo_grid())
-    slurmctl.snakemake(project, "all", "--cores", "2", "--configfile", config, timeout=1500)
+    slurmctl.snakemake(project, "all", "--cores", "2", "--configfile", config, timeout=1500, warm=True)
     return project, config

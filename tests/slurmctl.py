@@ -217,8 +217,11 @@ def plan_of(configfile: Path):
     return Plan(config.load(configfile))
 
 
-def snakemake(project: Path, *args, timeout: int = 600, check: bool = True, **env_extra):
-    return run([BIN / "snakemake", *args], cwd=project, timeout=timeout, check=check, **env_extra)
+def snakemake(project: Path, *args, timeout: int = 600, check: bool = True, warm: bool = False, **env_extra):
+    """Snakemake in `project`; with warm, under `vitpeft warm` as `make demo` runs it."""
+    command = [BIN / "snakemake", *args]
+    return run([BIN / "vitpeft", "warm", *command] if warm else command, cwd=project, timeout=timeout, check=check,
+               **env_extra)
 
 
 # ---------------------------------------------------------------- what would run
