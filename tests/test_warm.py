@@ -119,3 +119,13 @@ def test_warm_without_a_command_says_what_to_give(tmp_path):
     assert done.returncode == 2 and "give the command to run" in done.stderr
     missing = subprocess.run([VITPEFT, "warm", "no-such-command-here"], env=environment(), capture_output=True, text=True)
     assert missing.returncode == 127 and "no such command: no-such-command-here" in missing.stderr
+
+
+def test_where_no_socket_can_be_made_the_command_runs_cold(tmp_path):
+    deep = tmp_path / ("x" * 110)  # longer than a Unix socket's path may be
+    deep.mkdir()
+    done = subprocess.run([VITPEFT, "warm", "bash", "-c", "echo ran; exit 3"], env=environment(TMPDIR=str(deep)),
+                          capture_output=True, text=True)
+    assert done.returncode == 3 and "ran" in done.stdout
+    assert "no server" in done.stderr and "every job starts its own torch" in done.stderr
+    assert not list(deep.iterdir())  # nothing left behind

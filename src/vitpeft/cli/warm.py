@@ -70,7 +70,13 @@ def run(args) -> int:
     folder = Path(tempfile.mkdtemp(prefix="vitpeft-warm-"))
     path = folder / "socket"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
+    try:
+        listener.bind(str(path))
+    except OSError as error:  # e.g. a TMPDIR too long for a socket's path: the jobs start cold, as without warm
+        print(f"vitpeft warm: no server ({path}: {error.strerror or error}); every job starts its own torch",
+              file=sys.stderr)
+        folder.rmdir()
+        return command_status(args.command, os.environ)
     listener.listen(64)
     server = os.fork()
     if server == 0:
@@ -78,16 +84,21 @@ def run(args) -> int:
         os._exit(serve(listener))
     listener.close()
     try:
-        return subprocess.run(args.command, env={**os.environ, SOCKET_VARIABLE: str(path)}).returncode
-    except FileNotFoundError:
-        print(f"vitpeft warm: no such command: {args.command[0]}", file=sys.stderr)
-        return 127
-    except KeyboardInterrupt:
-        return 130
+        return command_status(args.command, {**os.environ, SOCKET_VARIABLE: str(path)})
     finally:
         stop(server)
         path.unlink(missing_ok=True)
         folder.rmdir()
+
+
+def command_status(command: list, env) -> int:
+    try:
+        return subprocess.run(command, env=env).returncode
+    except FileNotFoundError:
+        print(f"vitpeft warm: no such command: {command[0]}", file=sys.stderr)
+        return 127
+    except KeyboardInterrupt:
+        return 130
 
 
 def stop(server: int) -> None:
