@@ -12,12 +12,16 @@ before and after it measures (reading the model, writing files). The workflow's
 wall time is what a user waits for: `vitpeft warm snakemake all --cores 2 ...`, as
 `make demo` runs it (every job forked from one process that loaded torch once),
 or with --cold plain `snakemake all --cores 2 ...` (every job a fresh process).
+Beside wall times, which another load on the machine stretches, the CPU seconds
+of every process the workflow ran (Snakemake, jobs, a warm server), which it
+barely changes.
 """
 
 import argparse
 import csv
 import json
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,8 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def run_demo(rev: str, pin: bool, cores: int, warm: bool) -> tuple[Path, float]:
-    """A fresh clone of `rev` with the demo run in it; returns the clone and the workflow's wall seconds."""
+def run_demo(rev: str, pin: bool, cores: int, warm: bool) -> tuple[Path, float, float]:
+    """A fresh clone of `rev` with the demo run in it; returns the clone, the workflow's wall seconds and the
+    CPU seconds of every process it ran (Snakemake, the jobs, a warm server: all reaped descendants)."""
     clone = Path(tempfile.mkdtemp(prefix="demo-time-")) / "vitpeft"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", rev], check=True)
@@ -38,11 +43,16 @@ def run_demo(rev: str, pin: bool, cores: int, warm: bool) -> tuple[Path, float]:
     if not pin:
         config.write_text(config.read_text() + "\nreproducibility: {cpu_pin: false}\n")
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "PYTHONPATH": str(clone / "src"), "HOME": str(Path.home())}
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _children_cpu()
     command = [BIN / "snakemake", "all", "--cores", str(cores), "--configfile", "config/demo.yaml"]
     subprocess.run([BIN / "vitpeft", "warm", *command] if warm else command,
                    cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return clone, time.monotonic() - started
+    return clone, time.monotonic() - started, _children_cpu() - cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def inner_seconds(clone: Path, rule: str, tsv: Path) -> float | None:
@@ -90,13 +100,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.rev], capture_output=True, text=True,
                          check=True).stdout.strip()
-    clone, wall = run_demo(rev, not args.no_pin, args.cores, not args.cold)
+    clone, wall, cpu = run_demo(rev, not args.no_pin, args.cores, not args.cold)
     rules = per_rule(clone)
     table = (clone / "results" / "demo" / "table.csv").read_text()
     record = {
         "rev": rev, "label": args.label, "pin": not args.no_pin, "warm": not args.cold, "cores": args.cores,
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_model()}",
         "workflow_wall_seconds": round(wall, 1),
+        "workflow_cpu_seconds": round(cpu, 1),
         "job_seconds": round(sum(r["job_seconds"] for r in rules.values()), 1),
         "jobs": sum(r["jobs"] for r in rules.values()),
         "rules": rules, "table_csv": table,
