@@ -95,6 +95,15 @@ class Plan:
             for run in [self._run(dataset, exp, seed)]
         }
         self.report = self._report()
+        self.sequence = self._sequence()
+
+    def _sequence(self):
+        """The task sequence's jobs (vitpeft.study.sequence), or None without a `sequence` section."""
+        if self.cfg.get("sequence") is None:
+            return None
+        from vitpeft.study.sequence import Sequence  # it builds on this module
+
+        return Sequence(self)
 
     # ---------------------------------------------------------------- data and backbone
 
@@ -308,8 +317,9 @@ class Plan:
 
 
 def _report_settings(cfg: dict) -> dict:
-    """The config as the report reads it: without places (folders), scheduler resources and kernel settings."""
-    places = ("data_dir", "cache_dir", "resume_dir", "resources", "reproducibility")
+    """The config as the report reads it: without places (folders), scheduler resources, kernel settings and the
+    task sequence (whose own report reads it)."""
+    places = ("data_dir", "cache_dir", "resume_dir", "resources", "reproducibility", "sequence")
     settings = {key: value for key, value in cfg.items() if key not in places}
     settings["source"] = {key: value for key, value in cfg["source"].items() if key != "imagenet_dir"}
     settings["target"] = {key: value for key, value in cfg["target"].items() if key != "mirrors"}  # servers: places
