@@ -36,10 +36,7 @@ def register(subparsers) -> None:
         "eval-step", help="one row of a task sequence's accuracy matrix",
         description="After step N: top-1 on the test set of every task seen so far, and the source domain's k-NN.")
     _which(score)
-    score.add_argument("--out", required=True, metavar="JSON")
-    score.add_argument("--pretrained-features", metavar="DIR", default=None)
-    score.add_argument("--batch-size", type=int, default=256)
-    devices.add_option(score)
+    _scoring(score)
     score.set_defaults(func=_eval_step)
 
     router = subparsers.add_parser(
@@ -47,10 +44,7 @@ def register(subparsers) -> None:
         description="Nearest class prototype on the pretrained features: routing and end-to-end accuracy per "
         "domain (every task's test set and the source queries), and the same with the task id given.")
     _which(router, step=False)
-    router.add_argument("--out", required=True, metavar="JSON")
-    router.add_argument("--pretrained-features", metavar="DIR", default=None)
-    router.add_argument("--batch-size", type=int, default=256)
-    devices.add_option(router)
+    _scoring(router)
     router.set_defaults(func=_route)
 
     report = subparsers.add_parser(
@@ -69,6 +63,14 @@ def _which(parser, step=True) -> None:
     if step:
         parser.add_argument("--step", type=int, required=True, help="1-based")
     parser.add_argument("--key", help="the planned key; refused if the config plans another")
+
+
+def _scoring(parser) -> None:
+    parser.add_argument("--out", required=True, metavar="JSON")
+    parser.add_argument("--pretrained-features", metavar="DIR", default=None,
+                        help="the untouched backbone's source features (`vitpeft extract-features`), when they match")
+    parser.add_argument("--batch-size", type=int, default=256)
+    devices.add_option(parser)
 
 
 def _plan(config_path):

@@ -231,8 +231,9 @@ class Plan:
         key = key_of(rule, *[need.key if isinstance(need, Node) else need for need in needs])
         return Node(key, f"{stem}-{key}.json", tuple(need for need in needs if isinstance(need, Node)))
 
-    def _spec(self, dataset, name, method, args, train, seed, check=True) -> dict:
-        target = self.targets[dataset]
+    def _spec(self, dataset, name, method, args, train, seed, check=True, target=None) -> dict:
+        """A run's raw spec; `target`: the dataset's node when it is not one of target.datasets (a sequence's task)."""
+        target = target or self.targets[dataset]
         splits = {"train": f"{target.path}/train", "test": f"{target.path}/test"}
         splits["val"] = f"{target.path}/val" if target.info.get("val") else None
         raw = {

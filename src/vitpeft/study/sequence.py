@@ -23,7 +23,6 @@ get a router job (no task id); one report job reads them all.
 Pure Python, like vitpeft.study.plan (the Snakefile builds this while parsing).
 """
 
-import copy
 from dataclasses import dataclass, field
 
 from vitpeft.data import synthetic
@@ -151,7 +150,8 @@ class Sequence:
         metrics = inside(self.folder, "metrics", exp["name"])
         for index, task in enumerate(self.tasks, start=1):
             data = self.targets[task]
-            spec = self._spec(task, data, f"{exp['name']}.step{index}", exp, train, seed)
+            spec = self.plan._spec(task, f"{exp['name']}.step{index}", exp["method"], exp["args"], train, seed,
+                                   target=data)
             if carries and previous is not None:
                 resolved = spec_lib.resolve(previous.spec, where=previous.label)
                 spec["start"] = {"run": previous.train.path, "spec_hash": spec_lib.spec_hash(resolved)}
@@ -169,25 +169,6 @@ class Sequence:
             previous = Step(exp["name"], seed, index, task, exp["method"], variant, spec, trained, node)
             steps.append(previous)
         return steps
-
-    def _spec(self, task: str, data: Node, name: str, exp: dict, train: dict, seed: int) -> dict:
-        """A run's spec as Plan._spec writes it, on a sequence task (possibly outside target.datasets)."""
-        splits = {"train": f"{data.path}/train", "test": f"{data.path}/test",
-                  "val": f"{data.path}/val" if data.info.get("val") else None}
-        cfg = self.plan.cfg
-        raw = {
-            "name": name,
-            "method": exp["method"],
-            "args": copy.deepcopy(exp["args"]),
-            "model": copy.deepcopy(cfg["backbone"]["model"]),
-            "checkpoint": self.plan.backbone.path,
-            "layout": self.plan.backbone.info["layout"],
-            "num_classes": data.info["num_classes"],
-            "data": {**splits, "mean": list(cfg["target"]["mean"]), "std": list(cfg["target"]["std"])},
-            "train": copy.deepcopy({**train, "seed": seed}),
-        }
-        spec_lib.check_relations(raw, where=f"sequence {name}/seed{seed}")
-        return raw
 
     def _router(self, steps: list) -> Node:
         last = steps[-1]
