@@ -8,6 +8,7 @@ backbone carries over) and LoRA twice (shared, and per task), plus the single-ta
 import copy
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +295,22 @@ def test_report_writes_the_matrix_and_measures(study):
     first = json.load(open(seq.chain("full", 0)[1].metrics.path))
     assert float(rows[("full", 0, 2, "synthetic")]) == pytest.approx(first["tasks"]["synthetic"], abs=1e-4)
     assert rows[("full", 0, 0, "synthetic")] == "" and float(rows[("full", 0, 0, "source")]) == 50.0
+
+
+def test_a_chained_step_stopped_midway_resumes_to_the_same_bits(study, tmp_path):
+    from test_resume import StopAtStep, assert_same_weights
+
+    from vitpeft.training import resume
+    from vitpeft.training.draws import load_data
+    from vitpeft.training.train import Run
+
+    plan, _ = study
+    step = plan.sequence.chain("lora", 0)[1]  # shared LoRA, step 2: starts from step 1's adapter
+    spec = spec_lib.resolve(step.spec)
+    cpu = torch.device("cpu")
+    run = Run(spec, load_data(spec, cpu), cpu)
+    with pytest.raises(resume.Preempted):
+        run.loop(StopAtStep(run, 7), resume.folder_for(tmp_path / ".resume", spec))
+    out = train(spec, tmp_path / "resumed", tmp_path / ".resume", device="cpu")
+    assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 7
+    assert_same_weights(out, Path(step.train.path))
