@@ -314,3 +314,11 @@ def test_a_chained_step_stopped_midway_resumes_to_the_same_bits(study, tmp_path)
     out = train(spec, tmp_path / "resumed", tmp_path / ".resume", device="cpu")
     assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 7
     assert_same_weights(out, Path(step.train.path))
+
+
+def test_the_synthetic_task_without_the_synthetic_domains_is_refused_naming_the_key(tmp_path):
+    cfg = base_config(tmp_path, ("dtd", "synthetic"))
+    cfg["target"]["datasets"] = ["cifar100"]
+    cfg["source"] = {"dataset": "imagenet"}
+    with pytest.raises(VitpeftError, match=r"sequence\.tasks\[1\]: synthetic is the synthetic domains' target"):
+        config_lib.load(cfg)

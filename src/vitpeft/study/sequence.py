@@ -76,6 +76,9 @@ def check(cfg: dict, where: str) -> None:
         if name not in known:
             raise VitpeftError(f"{where}: sequence.tasks[{i}]: unknown dataset {name!r} (known: {', '.join(known)}; "
                                "or define it under target.imagefolders)")
+        if name == "synthetic" and "synthetic" not in (*cfg["target"]["datasets"], cfg["source"]["dataset"]):
+            raise VitpeftError(f"{where}: sequence.tasks[{i}]: synthetic is the synthetic domains' target: it needs "
+                               "target.datasets or source.dataset synthetic (which make those domains)")
     methods = {exp["name"]: exp["method"] for exp in cfg["experiments"]}
     chosen = section["experiments"] if section["experiments"] is not None else list(methods)
     for i, name in enumerate(section["experiments"] or []):
@@ -110,8 +113,8 @@ class Sequence:
         self.per_task = set(section["per_task"])
         self.folder = inside(plan.results, "sequence")
         self.targets = {name: self._target(name) for name in self.tasks}
-        names = section["experiments"] if section["experiments"] is not None else [e["name"] for e in cfg["experiments"]]
-        experiments = [exp for exp in cfg["experiments"] if exp["name"] in names]
+        names = section["experiments"]
+        experiments = [exp for exp in cfg["experiments"] if names is None or exp["name"] in names]
         self.chains = {(exp["name"], seed): self._chain(exp, seed) for exp in experiments for seed in cfg["seeds"]}
         route = section["router"] and plan.features is not None
         self.routers = {chain: self._router(steps) for chain, steps in self.chains.items()
@@ -123,17 +126,11 @@ class Sequence:
     def _target(self, name: str) -> Node:
         if name in self.plan.targets:
             return self.plan.targets[name]
-        if name == "synthetic":
-            return self.plan._target(name) if self.plan.synthetic else self._synthetic_target()
         if name in synthetic.TASK_DOMAINS:
             key = key_of("synthetic_task", name, self.plan.cfg["synthetic"])
             path = inside(self.plan.data, "synthetic-tasks", name, key)
             return Node(key, path, (), {"kind": "synthetic_task", "num_classes": synthetic.TASK_CLASSES, "val": False})
         return self.plan._target(name)
-
-    def _synthetic_target(self) -> Node:
-        raise VitpeftError("sequence.tasks: synthetic needs the synthetic source or target of the study "
-                           "(source.dataset or target.datasets synthetic)")
 
     def task_node(self, name: str) -> Node | None:
         """A sequence task's data node (None when it is not one)."""
