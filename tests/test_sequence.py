@@ -322,3 +322,28 @@ def test_the_synthetic_task_without_the_synthetic_domains_is_refused_naming_the_
     cfg["source"] = {"dataset": "imagenet"}
     with pytest.raises(VitpeftError, match=r"sequence\.tasks\[1\]: synthetic is the synthetic domains' target"):
         config_lib.load(cfg)
+
+
+def test_the_report_averages_seeds_of_hand_made_matrices(tmp_path):
+    from vitpeft.fileio import write_json
+
+    cfg = base_config(tmp_path, ("synthetic", "synthetic_orientation", "synthetic_hue"))
+    cfg["seeds"] = [0, 1]
+    cfg["sequence"].update(experiments=["full"], per_task=[])
+    plan = Plan(config_lib.load(cfg))
+    seq = plan.sequence
+    hands = {0: HAND, 1: [[80.0], [70.0, 60.0], [40.0, 50.0, 85.0]]}
+    sources = {0: [70.0, 60.0, 50.0], 1: [72.0, 58.0, 54.0]}
+    for seed, matrix in hands.items():
+        for step in seq.chain("full", seed):
+            tasks = dict(zip(seq.tasks, matrix[step.index - 1]))
+            write_json(step.metrics.path, {"tasks": tasks, "source": {"top1": sources[seed][step.index - 1]}})
+    write_json(plan.pretrained_source.path, {"top1": 80.0})
+    report.write(plan, tmp_path / "record.json")
+    row = next(csv.DictReader(open(f"{seq.folder}/summary.csv")))
+    accs = [report.average_accuracy(hands[s]) for s in (0, 1)]  # 71.67 and 58.33
+    assert float(row["acc"]) == pytest.approx(sum(accs) / 2, abs=1e-4)
+    assert float(row["acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5, abs=1e-4)  # sample std
+    # seed 1: BWT ((40-80) + (50-60)) / 2 = -25; Chaudhry ((80-40) + (60-50)) / 2 = 25, as seed 0's
+    assert float(row["bwt"]) == pytest.approx(-25.0) and float(row["forgetting_chaudhry"]) == pytest.approx(25.0)
+    assert float(row["source_0"]) == 80.0 and float(row["source_3"]) == pytest.approx(52.0)
