@@ -19,6 +19,7 @@ include: "workflow/rules/backbone.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/sequence_common.smk"
 include: "workflow/rules/sequence.smk"
 
 

@@ -4,38 +4,6 @@
 # per-task experiment, and the sequence report. No sequence in the config: no rules here.
 
 if PLAN.sequence is not None:
-    SEQ = PLAN.sequence
-    SEQ_RUN = f"{SEQ.folder}/runs/{{exp}}/seed{{seed}}/step{{step}}-{{key}}"
-    SEQ_METRICS = f"{SEQ.folder}/metrics/{{exp}}/seed{{seed}}"
-    SEQ_LOG = "{exp}/seed{seed}/step{step}-{key}"
-
-    def seq_step(wildcards):
-        return SEQ.step(wildcards.exp, wildcards.seed, wildcards.step)
-
-    def seq_train_inputs(wildcards):
-        step = seq_step(wildcards)
-        needs = {"data": ancient(SEQ.targets[step.task].output), "checkpoint": ancient(PLAN.backbone.path)}
-        if step.index > 1:
-            needs["previous"] = ancient(SEQ.chain(wildcards.exp, wildcards.seed)[step.index - 2].train.path)
-        return unless_made(step.train.path, needs)
-
-    def seq_eval_inputs(wildcards):
-        step = seq_step(wildcards)
-        chain = SEQ.chain(wildcards.exp, wildcards.seed)
-        needs = {f"run{s.index}": ancient(s.train.path) for s in chain[: step.index]}
-        needs.update({f"data{s.index}": ancient(SEQ.targets[s.task].output) for s in chain[: step.index]})
-        if PLAN.features is not None:
-            needs.update(source=ancient(PLAN.source.output), features=ancient(PLAN.features.path))
-        return unless_made(step.metrics.path, needs)
-
-    def seq_route_inputs(wildcards):
-        chain = SEQ.chain(wildcards.exp, wildcards.seed)
-        needs = {f"run{s.index}": ancient(s.train.path) for s in chain}
-        needs.update({f"data{s.index}": ancient(SEQ.targets[s.task].output) for s in chain})
-        needs.update(source=ancient(PLAN.source.output), features=ancient(PLAN.features.path))
-        return unless_made(SEQ.routers[(wildcards.exp, int(wildcards.seed))].path, needs)
-
-    SEQ_FEATURES = f"--pretrained-features {PLAN.features.path}" if PLAN.features is not None else ""
 
     rule make_synthetic_task:
         output:
@@ -133,11 +101,6 @@ if PLAN.sequence is not None:
                 " {params.features} --out {output.metrics}"
             )
 
-    def seq_report_inputs(wildcards):
-        nodes = [s.metrics for chain in SEQ.chains.values() for s in chain] + list(SEQ.routers.values())
-        nodes += [PLAN.pretrained_source] if PLAN.pretrained_source is not None else []
-        return unless_made(SEQ.report.path, [ancient(node.path) for node in nodes])
-
     rule sequence_report:
         input:
             seq_report_inputs,
@@ -157,7 +120,3 @@ if PLAN.sequence is not None:
         sequence_report,
         make_synthetic_task,
 
-
-def sequence_files():
-    """What `all` asks of a task sequence: its report (nothing without one)."""
-    return [PLAN.sequence.report.path, *PLAN.sequence.files()] if PLAN.sequence is not None else []
