@@ -1,4 +1,5 @@
-# Task sequences (config `sequence`, vitpeft.study.sequence): one training job per
+# Task sequences (config `sequence`, vitpeft.study.sequence; input functions in
+# sequence_common.smk): one training job per
 # (experiment, seed, step), each starting from the previous step's run (its key is part of
 # this step's key), one job scoring each step's row of the accuracy matrix, a router job per
 # per-task experiment, and the sequence report. No sequence in the config: no rules here.
