@@ -12,7 +12,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_CUDA)
 TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements.lock)
 STAMP := $(VENV)/.installed$(if $(TORCH_CUDA),-$(TORCH_CUDA))
 
-.PHONY: setup demo demo-reference test test-unit test-workflow test-slurm test-dvc params bench clean-demo \
+.PHONY: setup demo demo-continual demo-reference test test-unit test-workflow test-slurm test-dvc params bench clean-demo \
         slurm-up slurm-down cluster push pull
 
 setup: $(STAMP)
@@ -34,6 +34,11 @@ demo: setup
 	@cat results/demo/table.md
 	@echo
 	@vitpeft compare --table results/demo/table.csv --reference reference/demo
+
+# The task-sequence demo (config/demo-continual.yaml): three synthetic tasks in a row, the accuracy matrix.
+demo-continual: setup
+	vitpeft warm snakemake all --cores $(CORES) --configfile config/demo-continual.yaml
+	@cat results/demo-continual/sequence/summary.md
 
 # A finished demo's table and provenance become the reference (reference/demo/) and the README's table.
 demo-reference: setup

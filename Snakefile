@@ -19,6 +19,8 @@ include: "workflow/rules/backbone.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/sequence_common.smk"
+include: "workflow/rules/sequence.smk"
 
 
 localrules:
@@ -29,4 +31,5 @@ rule all:
     input:
         PLAN.report_files(),
         PLAN.report.path,
+        sequence_files(),
     default_target: True

@@ -236,6 +236,8 @@ def pretrained_target_key(wildcards):
 
 def target_node(wildcards):
     node = PLAN.targets.get(wildcards.dataset)
+    if node is None and PLAN.sequence is not None:  # a task of the sequence only
+        node = PLAN.sequence.task_node(wildcards.dataset)
     if node is None:
         raise WorkflowError(f"{wildcards.dataset} is not a target dataset of this study")
     return node

@@ -12,7 +12,8 @@ from vitpeft.errors import VitpeftError
 from vitpeft.training import kernels
 
 # Each module defines register(subparsers); a subcommand sets `func` to its runner.
-COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "compare", "check", "targets", "backbones", "warm"]
+COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "compare", "check", "targets", "backbones",
+                   "sequence", "warm"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ SET_AFTER_FORK = {"OMP_NUM_THREADS", "MKL_NUM_THREADS", SOCKET_VARIABLE}
 # Loaded once by the server: everything the subcommands import lazily.
 PRELOAD = ("torch", "torchvision", "timm", "peft", "safetensors.torch", "vitpeft.training.train",
            "vitpeft.evaluation.evaluate", "vitpeft.evaluation.curve", "vitpeft.models.pretrain",
-           "vitpeft.data.synthetic", "vitpeft.data.subset")
+           "vitpeft.evaluation.sequence", "vitpeft.data.synthetic", "vitpeft.data.subset")
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT)
 HEADER = struct.Struct("!I")
 

@@ -254,3 +254,92 @@ def write_domains(domains: dict, out_dir) -> None:
     for domain, splits in domains.items():
         for split, data in zip(("train", "test"), splits):
             store.save(Path(out_dir) / domain / split, data.images, data.labels, data.classes, source=f"synthetic {domain}")
+
+
+# --- more target domains, for task sequences (vitpeft.study.sequence): each a new task for the same backbone ---
+#
+# Both look unlike the source and the first target, and, like them, keep their labels under horizontal
+# flips and random crops: ORIENTATION, the class is the unsigned angle of a grey grating (0, 10, ..., 90
+# degrees; a flip turns +a into -a, the same class); HUE, the class is the hue of a smooth single-hue
+# cloud (10 hues 36 degrees apart), brightness and saturation random.
+
+ORIENTATION_JITTER = 2.0  # degrees
+HUE_JITTER = 6.0  # degrees
+
+
+def orientation_images(rng, labels, size, num_classes):
+    """Class c = a grating at +-c * 90 / (num_classes - 1) degrees, in two random greys."""
+    n = len(labels)
+    step = 90.0 / (num_classes - 1)
+    angle = labels * step + rng.uniform(-ORIENTATION_JITTER, ORIENTATION_JITTER, n)
+    angle = np.radians(np.where(rng.random(n) < 0.5, angle, -angle))[:, None, None]
+    yy, xx = _grid(n, size)
+    freq, phase = _u(rng, n, 3, 6), _u(rng, n, 0, 2 * np.pi)
+    masks = (np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase) > 0).astype(float)
+    low, high = rng.uniform(0, 90, (n, 1)), rng.uniform(165, 255, (n, 1))
+    swap = rng.random((n, 1)) < 0.5
+    fg, bg = np.where(swap, low, high).repeat(3, axis=1), np.where(swap, high, low).repeat(3, axis=1)
+    return _paint(masks, fg, bg, rng)
+
+
+def _hsv_to_rgb(hue, saturation, value):
+    """Arrays of hue (degrees), saturation and value in [0, 1] -> RGB in [0, 255] (last axis)."""
+    h = (hue % 360.0) / 60.0
+    c = value * saturation
+    x = c * (1 - np.abs(h % 2 - 1))
+    sector = np.floor(h).astype(int) % 6
+    zero = np.zeros_like(c)
+    table = [(c, x, zero), (x, c, zero), (zero, c, x), (zero, x, c), (x, zero, c), (c, zero, x)]
+    rgb = np.stack([np.choose(sector, [row[i] for row in table]) for i in range(3)], axis=-1)
+    return 255.0 * (rgb + (value - c)[..., None])
+
+
+def hue_images(rng, labels, size, num_classes):
+    """Class c = hue c * 360 / num_classes of a smooth cloud whose brightness varies across the image."""
+    n = len(labels)
+    yy, xx = _grid(n, size)
+    field = np.zeros((n, size, size))
+    for _ in range(3):  # a few low-frequency waves: a cloud, no texture of the source's
+        freq, angle, phase = _u(rng, n, 0.5, 2), _u(rng, n, 0, np.pi), _u(rng, n, 0, 2 * np.pi)
+        field += np.cos(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
+    value = 0.45 + 0.5 * (field - field.min(axis=(1, 2), keepdims=True)) / np.ptp(field, axis=(1, 2), keepdims=True)
+    hue = labels * (360.0 / num_classes) + rng.uniform(-HUE_JITTER, HUE_JITTER, n)
+    saturation = rng.uniform(0.6, 1.0, n)
+    image = _hsv_to_rgb(hue[:, None, None] * np.ones_like(value), saturation[:, None, None] * np.ones_like(value),
+                        np.clip(value, 0, 1))
+    image += rng.normal(0, NOISE_STD, size=image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+TASK_DOMAINS = {"synthetic_orientation": orientation_images, "synthetic_hue": hue_images}
+TASK_CLASSES = 10  # classes of each task domain
+
+
+def task_class_names(name: str) -> list:
+    if name == "synthetic_orientation":
+        return [f"{round(c * 90 / (TASK_CLASSES - 1))}deg" for c in range(TASK_CLASSES)]
+    return [f"hue{round(c * 360 / TASK_CLASSES)}" for c in range(TASK_CLASSES)]
+
+
+def make_task(name: str, cfg: dict) -> tuple:
+    """(train, test) store.Dataset of the task domain `name` (a key of TASK_DOMAINS), balanced and shuffled.
+
+    Seeded by the `synthetic` section's seed and the domain's name: other domains' images never change with it.
+    """
+    if name not in TASK_DOMAINS:
+        raise VitpeftError(f"unknown synthetic task domain {name!r} (known: {', '.join(TASK_DOMAINS)})")
+    cfg = check(cfg)
+    entropy = [cfg["seed"], *name.encode()]
+    splits = []
+    for stream, per_class in zip(np.random.SeedSequence(entropy).spawn(2), (cfg["train_per_class"], cfg["test_per_class"])):
+        rng = np.random.default_rng(stream)
+        labels = rng.permutation(np.repeat(np.arange(TASK_CLASSES), per_class))
+        images = TASK_DOMAINS[name](rng, labels, cfg["image_size"], TASK_CLASSES)
+        splits.append(store.Dataset(images=images, labels=labels.astype(np.int64), classes=task_class_names(name)))
+    return tuple(splits)
+
+
+def write_task(splits: tuple, out_dir, name: str) -> None:
+    """OUT/train and OUT/test in the store format."""
+    for split, data in zip(("train", "test"), splits):
+        store.save(Path(out_dir) / split, data.images, data.labels, data.classes, source=name)

@@ -58,9 +58,15 @@ def trainable_state(model: nn.Module) -> dict:
     }
 
 
-def load_trainable(model: nn.Module, state: dict) -> None:
-    """Load a trainable_state into a model prepared the same way; keys and shapes must match exactly."""
+def load_trainable(model: nn.Module, state: dict, leave_out: str | None = None) -> None:
+    """Load a trainable_state into a model prepared the same way; keys and shapes must match exactly.
+
+    `leave_out`: a name prefix (the head's) neither loaded nor expected, on either side.
+    """
     params = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    if leave_out is not None:
+        params = {name: param for name, param in params.items() if not name.startswith(leave_out)}
+        state = {name: value for name, value in state.items() if not name.startswith(leave_out)}
     missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
     if missing or unexpected:
         raise VitpeftError(

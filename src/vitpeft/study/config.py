@@ -47,6 +47,7 @@ def load(source, describe=None) -> dict:
     _check_curve(cfg, where)
     _check_relations(cfg, where)
     _check_datasets(cfg, where)
+    _check_sequence(cfg, where)
     return cfg
 
 
@@ -190,6 +191,12 @@ def _check_datasets(cfg: dict, where: str) -> None:
                 f"{where}: target.datasets[{i}]: unknown dataset {name!r} (built in: {', '.join(built_in)}, "
                 "synthetic; or define it under target.imagefolders)"
             )
+
+
+def _check_sequence(cfg: dict, where: str) -> None:
+    from vitpeft.study import sequence  # it reads merged_train from here
+
+    sequence.check(cfg, where)
 
 
 def _check_methods(cfg: dict, where: str, describe) -> None:

@@ -95,6 +95,15 @@ class Plan:
             for run in [self._run(dataset, exp, seed)]
         }
         self.report = self._report()
+        self.sequence = self._sequence()
+
+    def _sequence(self):
+        """The task sequence's jobs (vitpeft.study.sequence), or None without a `sequence` section."""
+        if self.cfg.get("sequence") is None:
+            return None
+        from vitpeft.study.sequence import Sequence  # it builds on this module
+
+        return Sequence(self)
 
     # ---------------------------------------------------------------- data and backbone
 
@@ -222,8 +231,9 @@ class Plan:
         key = key_of(rule, *[need.key if isinstance(need, Node) else need for need in needs])
         return Node(key, f"{stem}-{key}.json", tuple(need for need in needs if isinstance(need, Node)))
 
-    def _spec(self, dataset, name, method, args, train, seed, check=True) -> dict:
-        target = self.targets[dataset]
+    def _spec(self, dataset, name, method, args, train, seed, check=True, target=None) -> dict:
+        """A run's raw spec; `target`: the dataset's node when it is not one of target.datasets (a sequence's task)."""
+        target = target or self.targets[dataset]
         splits = {"train": f"{target.path}/train", "test": f"{target.path}/test"}
         splits["val"] = f"{target.path}/val" if target.info.get("val") else None
         raw = {
@@ -308,8 +318,9 @@ class Plan:
 
 
 def _report_settings(cfg: dict) -> dict:
-    """The config as the report reads it: without places (folders), scheduler resources and kernel settings."""
-    places = ("data_dir", "cache_dir", "resume_dir", "resources", "reproducibility")
+    """The config as the report reads it: without places (folders), scheduler resources, kernel settings and the
+    task sequence (whose own report reads it)."""
+    places = ("data_dir", "cache_dir", "resume_dir", "resources", "reproducibility", "sequence")
     settings = {key: value for key, value in cfg.items() if key not in places}
     settings["source"] = {key: value for key, value in cfg["source"].items() if key != "imagenet_dir"}
     settings["target"] = {key: value for key, value in cfg["target"].items() if key != "mirrors"}  # servers: places

@@ -39,7 +39,40 @@ def for_training(spec: dict, device="cpu") -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec["train"]["seed"] + 1)
         registry.apply(model, spec["method"], spec["args"])
+    if spec.get("start") is not None:
+        start_from(model, spec)
     return model.to(device)
+
+
+def start_from(model: nn.Module, spec: dict) -> None:
+    """A task sequence's step: load the previous step's trained weights (`spec.start`), all but its head.
+
+    The previous run must be there and must be the one this spec names (its spec hash): a missing or
+    foreign one is refused, never replaced by a start from the pretrained backbone.
+    """
+    from safetensors.torch import load_file
+
+    from vitpeft.models.backbone import HEAD_PREFIX
+    from vitpeft.study import spec as spec_lib
+
+    start, name = spec["start"], spec["name"]
+    run = Path(start["run"])
+    weights, written = run / TRAINABLE_FILE, run / "spec.yaml"
+    if not (weights.is_file() and written.is_file()):
+        raise VitpeftError(
+            f"{name}: the previous step's run {run} is missing ({weights.name} and spec.yaml): run that step first "
+            "(snakemake runs a sequence's steps in order); refusing to start this step from the pretrained backbone"
+        )
+    found = spec_lib.spec_hash(spec_lib.load(written))
+    if found != start["spec_hash"]:
+        raise VitpeftError(
+            f"{name}: the previous step's run {run} was trained from another spec (hash {found}, this config's is "
+            f"{start['spec_hash']}): it belongs to another config; rerun snakemake to train the planned one"
+        )
+    try:
+        registry.load_trainable(model, load_file(str(weights), device="cpu"), leave_out=HEAD_PREFIX)
+    except VitpeftError as error:
+        raise VitpeftError(f"{name}: previous step {weights}: {error}") from None
 
 
 def trained(spec: dict, run_dir, device="cpu", step=None) -> nn.Module:
