@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/backbone.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/interpolate.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -280,5 +280,5 @@ def imagenet_per_class(wildcards):
 def report_inputs(wildcards):
     nodes = [PLAN.pretrained_source, *PLAN.pretrained_target.values()]
     for run in PLAN.runs.values():
-        nodes += [run.train, run.target, run.source, run.curve]
+        nodes += [run.train, run.target, run.source, run.curve, run.interpolation]
     return unless_made(PLAN.report.path, [ancient(node.path) for node in nodes if node is not None])
