@@ -92,3 +92,35 @@ def test_bad_arguments_are_refused(method, args, message):
     with pytest.raises(VitpeftError) as error:
         arguments.config_from_args(method, args)
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("method", ["lpft", "l2sp"])
+def test_params_counts_every_weight_of_vit_b_for_lpft_and_l2sp(method):
+    """Both train every weight (LP-FT after its probe): as many as full fine-tuning's 85,875,556 (docs/protocol.md)."""
+    spec = {"method": method, "args": {}, "model": {"name": "vit_base_patch16_224", "img_size": 224, "kwargs": {}},
+            "num_classes": 100}
+    assert registry.count_trainable(spec) == 85_875_556
+
+
+def test_the_best_alpha_row_has_the_highest_mean_over_seeds_and_ties_go_to_the_larger_alpha():
+    import pandas as pd
+
+    from vitpeft.report.plots import pareto_front
+    from vitpeft.report.tables import MITIGATION, best_alpha_rows
+
+    points = pd.DataFrame([
+        # seed 0 and 1 of `full` at three alphas: means (t + s) / 2 of 50, 60 and 60 -> alpha 1 wins the tie
+        ("synthetic", "full", 0, 0.0, 40.0, 60.0), ("synthetic", "full", 1, 0.0, 40.0, 60.0),
+        ("synthetic", "full", 0, 0.5, 70.0, 50.0), ("synthetic", "full", 1, 0.5, 80.0, 40.0),
+        ("synthetic", "full", 0, 1.0, 90.0, 30.0), ("synthetic", "full", 1, 1.0, 90.0, 30.0),
+    ], columns=["dataset", "experiment", "seed", "alpha", "target_acc", "source_acc"])  # fmt: skip
+    per_seed = pd.DataFrame({"dataset": ["synthetic"] * 2, "experiment": ["full"] * 2, "seed": [0, 1],
+                             "method": ["full"] * 2, "trainable_params": [100, 100]})  # fmt: skip
+    row = best_alpha_rows(points, per_seed).iloc[0]
+    assert (row["experiment"], row["family"], row["n_seeds"]) == ("full WiSE a=1", MITIGATION, 2)
+    assert (row["target_acc"], row["source_acc"], row["mean"]) == (90.0, 30.0, 60.0)
+    points.loc[points["alpha"] == 0.5, "source_acc"] += 1  # now alpha 0.5 is strictly best: 75 ± 7.07 target
+    row = best_alpha_rows(points, per_seed).iloc[0]
+    assert row["experiment"] == "full WiSE a=0.5" and row["target_acc"] == 75.0
+    assert row["target_acc_std"] == pytest.approx(7.0711, abs=1e-4)
+    assert pareto_front([40, 75, 90, 60], [60, 46, 30, 40]) == [(40, 60), (75, 46), (90, 30)]  # (60, 40) is beaten

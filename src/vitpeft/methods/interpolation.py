@@ -8,8 +8,9 @@ source k-NN at alpha = 0 is the pretrained backbone's and the target accuracy
 there is the run's head reading pretrained features.
 
 Per method (`interpolated(model, alpha, pretrained)`, restored on exit):
-- full, topk, lpft, l2sp: every trained backbone weight is
-  (1 - alpha) w_0 + alpha w_ft (`pretrained`: the untouched model's state dict);
+- full, topk, lpft, l2sp, and any method whose trained weights keep their
+  pretrained names: every trained backbone weight is (1 - alpha) w_0 + alpha
+  w_ft (`pretrained`: the untouched model's state dict);
 - lora, lora_qkv, and peft with plain LoRA: W_0 + alpha * DeltaW, by scaling
   each adapter's `scaling` (huggingface/peft issue 1940);
 - other peft adapters (IA3, LoHa, LoKr, DoRA, ...): their merged weight
@@ -34,18 +35,19 @@ from vitpeft.methods import registry
 from vitpeft.methods.block_expansion import NEW_BLOCKS_ATTR
 from vitpeft.models.backbone import HEAD_PREFIX
 
-WEIGHT_SPACE = {"full", "topk", "lpft", "l2sp"}  # methods whose trained weights are the pretrained ones' shapes
 ADAPTERS = {"lora", "lora_qkv", "peft"}
+ADDED = ADAPTERS | {"block_expansion"}  # methods that add modules: interpolated through them
+NOTHING_TO_INTERPOLATE = {"linear"}  # the backbone never moves (vitpeft.study.plan.UNTOUCHED)
 
 
 def supports(method: str) -> bool:
     """Whether `method`'s runs have an interpolation (linear's backbone never moves: nothing to interpolate)."""
-    return method in WEIGHT_SPACE | ADAPTERS | {"block_expansion"}
+    return method is not None and method not in NOTHING_TO_INTERPOLATE
 
 
 def needs_pretrained(method: str) -> bool:
-    """Whether interpolating needs the untouched weights beside the trained model (adapters and blocks do not)."""
-    return method in WEIGHT_SPACE
+    """Whether interpolating needs the untouched weights beside the trained model (weight-space methods do)."""
+    return method not in ADDED
 
 
 @contextlib.contextmanager
@@ -61,16 +63,17 @@ def interpolated(model: nn.Module, alpha: float, pretrained: dict | None = None)
                    model.blocks[i].mlp.fc2) for t in (linear.weight, linear.bias) if t is not None]  # fmt: skip
         with _scaled(tensors, alpha):
             yield model
-    elif method in WEIGHT_SPACE:
+    elif method in ADAPTERS:
+        if alpha == 0:
+            with registry.routed(model) as view:
+                yield view
+        else:
+            with _adapters_scaled(model, alpha):
+                yield model
+    else:
         if pretrained is None:
             raise VitpeftError(f"interpolation of {method!r} needs the pretrained weights")
         with _lerped(model, pretrained, alpha):
-            yield model
-    elif alpha == 0:
-        with registry.routed(model) as view:
-            yield view
-    else:
-        with _adapters_scaled(model, alpha):
             yield model
 
 
@@ -100,7 +103,8 @@ def _lerped(model: nn.Module, pretrained: dict, alpha: float):
     params = {n: p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(HEAD_PREFIX)}
     missing = sorted(set(params) - set(pretrained))
     if missing:
-        raise VitpeftError(f"interpolation: the pretrained weights lack {missing[0]!r}")
+        raise VitpeftError(f"interpolation: the pretrained weights lack {missing[0]!r} (a method that adds modules "
+                           "needs its own interpolation in vitpeft.methods.interpolation)")
     with _kept(list(params.values())), torch.no_grad():
         if alpha != 1:
             for name, param in params.items():
