@@ -11,7 +11,9 @@ from vitpeft.errors import VitpeftError
 from vitpeft.training import kernels
 
 # Each module defines register(subparsers); a subcommand sets `func` to its runner.
-COMMAND_MODULES = ["params", "train", "evaluate", "interpolate", "data", "demo", "report", "compare", "check", "targets", "backbones"]
+COMMAND_MODULES = [
+    "params", "train", "evaluate", "interpolate", "data", "demo", "report", "compare", "check", "targets", "backbones",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

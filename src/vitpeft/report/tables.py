@@ -239,7 +239,8 @@ def _interpolation(plan, inputs: Inputs) -> pd.DataFrame:
         points = inputs.read(path, "interpolation").get("points")
         found = [point.get("alpha") for point in points] if isinstance(points, list) else None
         if found != alphas or not all(isinstance(point, dict) for point in points):
-            raise VitpeftError(f"{path}: alphas {found}, but the study plans {alphas}; rerun `vitpeft eval-interpolation`")
+            raise VitpeftError(
+                f"{path}: alphas {found}, but the study plans {alphas}; rerun `vitpeft eval-interpolation`")
         rows += [{"dataset": run.dataset, "experiment": run.experiment, "seed": run.seed, "alpha": point["alpha"],
                   "target_acc": _number(point.get("target_acc"), path, f"points[{i}].target_acc"),
                   "source_acc": _number(point.get("source_acc"), path, f"points[{i}].source_acc", nullable=True)}
