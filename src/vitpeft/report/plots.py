@@ -25,8 +25,9 @@ def tradeoff_figure(report: Report):
     from matplotlib.figure import Figure
 
     table = report.table
+    table = table[table["experiment"].isin([PRETRAINED, *report.per_seed["experiment"]])]  # best-alpha rows: on curves
     datasets = list(dict.fromkeys(table["dataset"]))
-    fig = Figure(figsize=(7.5 * len(datasets), 5.8))
+    fig = Figure(figsize=(7.5 * len(datasets), 5.8 if report.interpolation is None else 6.6))
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
     runs = table[table["experiment"] != PRETRAINED]
     # Each set is scaled by its own largest model: the demo's tiny ViT and the paper's ViT-B differ 250-fold.
@@ -41,8 +42,9 @@ def tradeoff_figure(report: Report):
     fig.suptitle(
         f"Marker area ~ sqrt(trainable params); hollow = the paper; "
         f"{'error bars = sample std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}"
-        + ("\nthin lines: each run interpolated with the pretrained model, alpha 0 (small dot) to 1, source k-NN on "
-           "the subsample; dashed black: the Pareto front of those curves" if stats is not None else ""),
+        + ("\nthin lines: each experiment interpolated with the pretrained model from alpha 0 (dot, left) to 1;"
+           "\ntheir source k-NN is on the subsample; dashed black: the Pareto front of those curves"
+           if stats is not None else ""),
         fontsize=9,
     )
     fig.tight_layout()
@@ -91,8 +93,9 @@ def _alpha_curves(ax, stats: pd.DataFrame, table: pd.DataFrame) -> None:
                     yerr=curve["source_acc_std"].astype(float).fillna(0), color=colour, linewidth=0.8, alpha=0.6,
                     elinewidth=0.5, marker=".", markersize=3)  # fmt: skip
         ax.plot(x.iloc[:1], y.iloc[:1], "o", color=colour, markersize=2)
-        ax.annotate(f"{experiment} α=0", (x.iloc[0], y.iloc[0]), fontsize=6, color=colour, alpha=0.8,
-                    xytext=(-4, -9), textcoords="offset points")  # fmt: skip
+        middle = len(curve) // 2  # named at its middle alpha: the ends crowd at the pretrained point and the runs
+        ax.annotate(experiment, (x.iloc[middle], y.iloc[middle]), fontsize=6, color=colour, alpha=0.9,
+                    xytext=(-6, -9), textcoords="offset points")  # fmt: skip
     front = pareto_front(stats["target_acc"].astype(float).to_numpy(), stats["source_acc"].astype(float).to_numpy())
     if len(front) > 1:
         ax.plot(*zip(*front), linestyle="--", color="black", linewidth=1, label="Pareto front (interpolations)")

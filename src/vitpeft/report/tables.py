@@ -501,7 +501,8 @@ def early_claim(report: Report) -> str:
         f"ImageNet-1k k-NN accuracy): the share of each run's own step-0 source k-NN (on the curve's subsample) "
         f"lost at step {report.early_step}, the first curve step ≥ {EARLY_STEP}; mean ± std over seeds:\n"
     ]
-    runs = report.table[report.table["experiment"] != PRETRAINED]
+    trained = report.table["experiment"].isin(report.per_seed["experiment"])  # not the interpolation rows
+    runs = report.table[trained & (report.table["experiment"] != PRETRAINED)]
     for row in runs.itertuples():
         figure = _pm(row.early_source_loss, row.early_source_loss_std)
         lines.append(f"- {row.dataset} / {row.experiment}: " + (f"{figure}%" if figure else "no source score"))
