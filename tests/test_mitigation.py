@@ -124,3 +124,21 @@ def test_the_best_alpha_row_has_the_highest_mean_over_seeds_and_ties_go_to_the_l
     assert row["experiment"] == "full WiSE a=0.5" and row["target_acc"] == 75.0
     assert row["target_acc_std"] == pytest.approx(7.0711, abs=1e-4)
     assert pareto_front([40, 75, 90, 60], [60, 46, 30, 40]) == [(40, 60), (75, 46), (90, 30)]  # (60, 40) is beaten
+
+
+@pytest.mark.parametrize("stop_at", [5, 8, 11])  # inside the probe, at its last step, inside the fine-tuning
+def test_lpft_resumed_in_either_stage_gives_the_uninterrupted_weights(tmp_path, colours, stop_at):
+    from test_resume import StopAtStep
+
+    from vitpeft.training import resume
+    from vitpeft.training.draws import load_data
+    from vitpeft.training.train import Run
+
+    spec = make_spec(colours, "lpft", {"probe_steps": 8}, steps=14, checkpoint_every=100)
+    reference = train(spec, tmp_path / "reference", tmp_path / ".resume-reference", device="cpu")
+    run = Run(spec, load_data(spec, torch.device("cpu")), torch.device("cpu"))
+    with pytest.raises(resume.Preempted):
+        run.loop(StopAtStep(run, stop_at), resume.folder_for(tmp_path / ".resume", spec))
+    resumed = train(spec, tmp_path / "resumed", tmp_path / ".resume", device="cpu")
+    ours, theirs = (load_file(str(folder / "trainable.safetensors")) for folder in (resumed, reference))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
