@@ -168,6 +168,7 @@ def reduced_demo(name: str, experiments=("linear", "lora_r4"), steps: int = 10, 
     cfg["data_dir"], cfg["cache_dir"] = f"data/{name}", f"cache/{name}"
     cfg["seeds"] = [0]
     cfg["curve"] = {"steps": []}
+    cfg["interpolation"] = {"enabled": False}  # tests/test_workflow.py runs the demo's interpolation
     cfg["backbone"]["model"]["kwargs"] = {"patch_size": 8, "embed_dim": 16, "depth": 12, "num_heads": 2}
     cfg["synthetic"].update(source_classes=4, target_classes=4, train_per_class=16, test_per_class=8)
     cfg["source"]["k"] = [5]

@@ -309,13 +309,50 @@ def test_paper_figures_ride_along():
 def test_demo_config_is_the_same_grid_offline():
     cfg = config.load(DEMO)
     plan = Plan(cfg)
-    assert list(dict.fromkeys(name for _, name, _ in plan.runs)) == PAPER_NAMES
+    assert list(dict.fromkeys(name for _, name, _ in plan.runs)) == PAPER_NAMES + ["lpft", "l2sp"]  # + mitigations
     assert cfg["seeds"] == [0, 1] and plan.curve_steps() == [0, 10, 30, 100, 300]
+    assert cfg["interpolation"] == {"enabled": True, "alphas": [0, 0.25, 0.5, 0.75, 1]}
+    interpolated = {name for (_, name, _), run in plan.runs.items() if run.interpolation is not None}
+    assert interpolated == set(PAPER_NAMES + ["lpft", "l2sp"]) - {"linear"}  # linear's backbone never moves
     assert cfg["backbone"]["pretrain"] and cfg["target"]["datasets"] == ["synthetic"]
     run = plan.find("synthetic", "full", 0)
     assert run.spec["data"]["train"] == f"{plan.synthetic.path}/target/train"
     assert plan.source.info["bank"] == f"{plan.synthetic.path}/source/train"
     assert cfg["resources"]["train"]["gpu"] == 0
+
+
+def test_the_paper_config_plans_no_mitigation_and_the_mitigation_config_adds_it():
+    paper, mitigation = Plan(config.load(PAPER)), Plan(config.load(REPO / "config" / "mitigation.yaml"))
+    assert not paper.interpolates and all(run.interpolation is None for run in paper.runs.values())
+    assert paper.report_files() == [f"results/paper/{name}" for name in (
+        "table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png")]
+    names = [name for _, name, _ in mitigation.runs]
+    assert names == [name for _, name, _ in paper.runs] + ["lpft", "l2sp"]
+    assert mitigation.interpolates and mitigation.curve_data is not None  # the sweep's subsample, without a curve
+    assert sum(run.interpolation is not None for run in mitigation.runs.values()) == len(names) - 1
+
+
+def test_interpolation_and_mitigation_arguments_are_refused_while_planning_naming_the_key():
+    raw = yaml.safe_load(DEMO.read_text())
+    cases = [
+        ({"interpolation": {"alphas": []}}, "config: interpolation.alphas: empty; give at least one alpha in [0, 1]"),
+        ({"interpolation": {"alphas": [0, 1.5]}}, "config: interpolation.alphas[1]: 1.5 is outside [0, 1]"),
+        ({"interpolation": {"alphas": [-0.5]}}, "config: interpolation.alphas[0]: -0.5 is outside [0, 1]"),
+        ({"interpolation": {"alphas": [0.5, 0.5]}}, "config: interpolation.alphas: [0.5, 0.5] names an alpha twice"),
+    ]
+    for change, message in cases:
+        with pytest.raises(VitpeftError) as error:
+            config.load({**raw, **change})
+        assert str(error.value).startswith(message), str(error.value)
+    lpft = {**raw, "experiments": raw["experiments"][:1] + [{"name": "lp", "method": "lpft", "args": {"probe_steps": 300}}]}
+    with pytest.raises(VitpeftError) as error:
+        config.load(lpft)
+    assert str(error.value) == ("config: experiment 'lp': args: method 'lpft': probe_steps=300 must be below the "
+                                "run's train.steps (300), which the probe and the fine-tuning share")
+    l2sp = {**raw, "experiments": [{"name": "reg", "method": "l2sp", "args": {"beta": -1}}]}
+    with pytest.raises(VitpeftError) as error:
+        config.load(l2sp)
+    assert str(error.value) == "config: experiment 'reg': args: method 'l2sp': beta must be a finite number >= 0, got -1"
 
 
 @pytest.mark.parametrize(

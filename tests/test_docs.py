@@ -231,7 +231,7 @@ def test_the_method_guide_adds_a_method_that_counts_and_plans(tmp_path):
         assert plan.returncode == 0, plan.stdout
         jobs = slurmctl.parse_dry_run(plan.stdout)
         assert {rule for rule, exp in jobs if exp == "exp=bitfit"} == {"train", "eval_target", "eval_source",
-                                                                       "eval_curve"}
+                                                                       "eval_curve", "eval_interpolation"}
         assert jobs[("train", "exp=bitfit")] == len(cfg["seeds"])
     cfg["experiments"][-1]["args"] = {"norms": "always"}  # the mistake the guide shows, and its message
     (project / "config" / "mine.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -59,8 +59,11 @@ def jobs(*pairs) -> Counter:
     return slurmctl.jobs_of(*pairs)
 
 
+INTERPOLATED = [name for name in EXPERIMENTS if name != "linear"]  # an untouched backbone has nothing to interpolate
+
+
 def experiment_jobs(name) -> Counter:
-    rules = ["train", "eval_target", "eval_curve"] + ([] if name == "linear" else ["eval_source"])
+    rules = ["train", "eval_target", "eval_curve"] + ([] if name == "linear" else ["eval_source", "eval_interpolation"])
     return jobs(*[(rule, name) for rule in rules])
 
 
@@ -71,7 +74,7 @@ def test_the_report_holds_every_row_seed_and_curve_point(finished):
     project, _ = finished
     folder = results(project)
     for name in ("table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png", "curve.csv",
-                 "curve.png"):
+                 "curve.png", "interpolation.csv"):
         assert (folder / name).stat().st_size > 0, name
     index = pd.read_csv(folder / "index.csv").set_index("experiment")
     for name in EXPERIMENTS:  # the index names the folder a user looks for
@@ -79,7 +82,10 @@ def test_the_report_holds_every_row_seed_and_curve_point(finished):
         assert (project / index.loc[name, "spec"]).is_file() and (project / index.loc[name, "target"]).is_file()
     assert len(list((folder / "provenance").glob("report-*.json"))) == 1
     table = pd.read_csv(folder / "table.csv").set_index("experiment")
-    assert list(table.index) == ["pretrained"] + EXPERIMENTS
+    wise = [f"{name} WiSE a=" for name in INTERPOLATED]  # each interpolated experiment's best alpha, as its own row
+    assert list(table.index[: len(EXPERIMENTS) + 1]) == ["pretrained"] + EXPERIMENTS
+    assert [name.split("=")[0] + "=" for name in table.index[len(EXPERIMENTS) + 1:]] == wise
+    assert set(table.loc[table.index[len(EXPERIMENTS) + 1:], "family"]) == {"Forgetting mitigation"}
     assert (table.loc[EXPERIMENTS, "n_seeds"] == 1).all()
     curve = pd.read_csv(folder / "curve.csv")
     assert list(curve.columns) == ["experiment", "seed", "step", "target_acc", "source_acc"]
@@ -106,6 +112,22 @@ def test_full_fine_tuning_forgets_what_linear_probing_keeps(finished):
     assert table.loc["full", "source_acc"] <= table.loc["linear", "source_acc"] - FORGETS_AT_LEAST
     for name in ("lora_r4", "block_p1"):  # switching the additions off gives the pretrained backbone back
         assert table.loc[name, "source_acc_routed"] == table.loc["pretrained", "source_acc"], name
+
+
+def test_interpolation_ends_are_the_run_and_the_untouched_backbone(finished):
+    """alpha = 1 gives the table's target accuracy exactly; alpha = 0 the untouched backbone's source k-NN on the
+    subsample, which the curve scores at step 0 of linear probing (its backbone never moves)."""
+    folder = results(finished[0])
+    points = pd.read_csv(folder / "interpolation.csv")
+    assert list(points.columns) == ["experiment", "seed", "alpha", "target_acc", "source_acc"]
+    assert sorted(set(points["experiment"])) == sorted(INTERPOLATED)
+    assert sorted(set(points["alpha"])) == [0, 0.25, 0.5, 0.75, 1]
+    points = points.set_index(["experiment", "alpha"])
+    table = pd.read_csv(folder / "table.csv").set_index("experiment")
+    untouched = pd.read_csv(folder / "curve.csv").set_index(["experiment", "step"]).loc[("linear", 0), "source_acc"]
+    for name in INTERPOLATED:
+        assert points.loc[(name, 1), "target_acc"] == table.loc[name, "target_acc"], name
+        assert points.loc[(name, 0), "source_acc"] == untouched, name
 
 
 def test_the_curve_shows_when_full_fine_tuning_forgets(finished):
@@ -158,8 +180,19 @@ def test_changing_knn_settings_reruns_only_the_source_scores(finished):
 
     expected = jobs(*[("eval_source", name) for name in EXPERIMENTS if name != "linear"],
                     *[("eval_curve", name) for name in EXPERIMENTS],
+                    *[("eval_interpolation", name) for name in INTERPOLATED],
                     ("eval_source_pretrained", None), ("eval_target_pretrained", None), ("report", None))
     assert planned(project, edited(project, change, "knn.yaml")) == expected
+
+
+def test_changing_the_alpha_grid_reruns_only_the_interpolations_and_the_report(finished):
+    project, _ = finished
+
+    def change(cfg):
+        cfg["interpolation"]["alphas"] = [0, 0.1, 0.9, 1]
+
+    expected = jobs(*[("eval_interpolation", name) for name in INTERPOLATED], ("report", None))
+    assert planned(project, edited(project, change, "alphas.yaml")) == expected
 
 
 def pull_like(folder: Path) -> None:

@@ -282,5 +282,29 @@ def imagenet_per_class(wildcards):
 def report_inputs(wildcards):
     nodes = [PLAN.pretrained_source, *PLAN.pretrained_target.values()]
     for run in PLAN.runs.values():
-        nodes += [run.train, run.target, run.source, run.curve]
+        nodes += [run.train, run.target, run.source, run.curve, run.interpolation]
     return unless_made(PLAN.report.path, [ancient(node.path) for node in nodes if node is not None])
+
+
+# ---------------------------------------------------------------- interpolation (rules/interpolate.smk)
+
+
+def interpolation_inputs(wildcards):
+    run = run_by_eval(wildcards, "interpolation")
+    needs = {"run": ancient(run.train.path), "data": ancient(PLAN.targets[run.dataset].output),
+             "checkpoint": ancient(PLAN.backbone.path)}
+    if PLAN.curve_data is not None:
+        needs.update(subset=ancient(PLAN.curve_data.path))
+    return unless_made(run.interpolation.path, needs)
+
+
+def interpolation_run_dir(wildcards):
+    return run_by_eval(wildcards, "interpolation").train.path
+
+
+def interpolation_source_args():
+    if PLAN.curve_data is None:
+        return ""
+    info, curve = PLAN.curve_data.info, CFG["curve"]
+    described = f"subsample: {curve['bank_per_class']} bank and {curve['query_per_class']} query images per class"
+    return f"--bank {info['bank']} --queries {info['queries']} --source-data '{described}' {KNN_ARGS} {NORM_ARGS}"

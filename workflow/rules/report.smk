@@ -16,6 +16,8 @@ rule report:
         index=report(f"{RESULTS}/index.csv", caption=f"../report/index.rst", category="Results"),
         tradeoff=report(f"{RESULTS}/tradeoff.png", caption=f"../report/tradeoff.rst", category="Figures"),
         curve=[report(path, caption=f"../report/curve.rst", category="Figures") for path in PLAN.curve_files()],
+        interpolation=[report(path, caption=f"../report/interpolation.rst", category="Results")
+                       for path in PLAN.interpolation_files()],
         provenance=PLAN.report.path,
     log:
         f"{LOGS}/report-{PLAN.report.key}.log",

@@ -12,8 +12,10 @@ from vitpeft.errors import VitpeftError
 from vitpeft.training import kernels
 
 # Each module defines register(subparsers); a subcommand sets `func` to its runner.
-COMMAND_MODULES = ["params", "train", "evaluate", "data", "demo", "report", "compare", "check", "targets", "backbones",
-                   "sequence", "warm"]
+COMMAND_MODULES = [
+    "params", "train", "evaluate", "interpolate", "data", "demo", "report", "compare", "check", "targets", "backbones",
+    "sequence", "warm",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -146,6 +146,68 @@ class Peft:
         return self.options.get("target_modules", ["q", "v"])  # the paper's LoRA targets
 
 
+def _non_negative(value, method: str, name: str) -> None:
+    if not (is_number(value) and math.isfinite(value) and value >= 0):
+        raise VitpeftError(f"method {method!r}: {name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Lpft:
+    """LP-FT (Kumar et al. 2022, arXiv 2202.10054): a linear probe first, then every weight from that head.
+
+    The run's train.steps are split: the first probe_steps train the head alone (the backbone frozen, as
+    `linear`), on a cosine schedule of their own with peak probe_lr and probe_warmup_steps of warm-up; the
+    rest fine-tune every weight from the probe's head, on the run's schedule (lr, warm-up) over the
+    remaining steps, with fresh momentum. null defaults: half the steps, the run's lr, the run's
+    warm-up scaled to the probe's share (vitpeft.training.stages).
+    """
+
+    probe_steps: Optional[int] = None
+    probe_lr: Optional[float] = None
+    probe_warmup_steps: Optional[int] = None
+
+    def __post_init__(self):
+        if self.probe_steps is not None and (not is_int(self.probe_steps) or self.probe_steps < 1):
+            raise VitpeftError(f"method 'lpft': probe_steps must be an integer >= 1, got {self.probe_steps!r}")
+        if self.probe_lr is not None and not (is_number(self.probe_lr) and math.isfinite(self.probe_lr)
+                                              and self.probe_lr > 0):
+            raise VitpeftError(f"method 'lpft': probe_lr must be a positive number, got {self.probe_lr!r}")
+        if self.probe_warmup_steps is not None and (not is_int(self.probe_warmup_steps) or self.probe_warmup_steps < 0):
+            raise VitpeftError(
+                f"method 'lpft': probe_warmup_steps must be an integer >= 0, got {self.probe_warmup_steps!r}"
+            )
+
+    def check_steps(self, steps: int) -> None:
+        """The probe must leave the fine-tuning stage at least one of the run's steps."""
+        if self.probe_steps is not None and self.probe_steps >= steps:
+            raise VitpeftError(
+                f"method 'lpft': probe_steps={self.probe_steps} must be below the run's train.steps ({steps}), "
+                "which the probe and the fine-tuning share"
+            )
+        if self.probe_warmup_steps is not None and self.probe_warmup_steps > self.probes(steps):
+            raise VitpeftError(f"method 'lpft': probe_warmup_steps={self.probe_warmup_steps} exceeds the probe's "
+                               f"{self.probes(steps)} steps")
+
+    def probes(self, steps: int) -> int:
+        """The probe's steps in a run of `steps` (null: half, at least 1)."""
+        return self.probe_steps if self.probe_steps is not None else max(1, steps // 2)
+
+
+@dataclass(frozen=True)
+class L2SP:
+    """L2-SP (Li, Grandvalet, Davoine 2018, arXiv 1802.01483): every weight trains, with the loss
+    CE + alpha/2 ||w - w_0||^2 over the backbone (w_0: the pretrained weights) + beta/2 ||w_head||^2.
+    Defaults 0.01 and 0.01: thuml's Transfer-Learning-Library (examples/task_adaptation/image_classification/delta.py).
+    """
+
+    alpha: float = 0.01
+    beta: float = 0.01
+
+    def __post_init__(self):
+        _non_negative(self.alpha, "l2sp", "alpha")
+        _non_negative(self.beta, "l2sp", "beta")
+
+
 CONFIGS = {
     "full": Full,
     "topk": TopK,
@@ -154,6 +216,8 @@ CONFIGS = {
     "lora_qkv": LoraQKV,
     "block_expansion": BlockExpansion,
     "peft": Peft,
+    "lpft": Lpft,
+    "l2sp": L2SP,
 }
 
 

@@ -20,6 +20,7 @@ from vitpeft.errors import VitpeftError
 # (a module `peft` here would shadow the peft library).
 REGISTRY = {name: {"peft": "generic_peft"}.get(name, name) for name in arguments.CONFIGS}
 METHOD_ATTR = "vitpeft_method"  # set on a model by apply()
+ARGS_ATTR = "vitpeft_method_args"  # the method's arguments, set beside it
 
 
 def module_for(method: str):
@@ -43,6 +44,7 @@ def apply(model: nn.Module, method: str, args: dict) -> nn.Module:
     cfg = check(method, args, len(model.blocks))
     module_for(method).apply(model, cfg)
     setattr(model, METHOD_ATTR, method)
+    setattr(model, ARGS_ATTR, dict(args))
     return model
 
 
@@ -112,3 +114,12 @@ def count_trainable(spec: dict) -> int:
     apply(model, spec["method"], spec["args"])
     return sum(param.numel() for param in model.parameters() if param.requires_grad)
 
+
+
+def penalty(model: nn.Module):
+    """The method's loss penalty around the model's current weights (L2-SP's), or None: built before training."""
+    method = getattr(model, METHOD_ATTR, None)
+    make = getattr(module_for(method), "penalty", None) if method else None
+    if make is None:
+        return None
+    return make(model, arguments.config_from_args(method, getattr(model, ARGS_ATTR)))

@@ -12,11 +12,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from vitpeft.report.tables import Report, is_missing
+from vitpeft.report.tables import MITIGATION, Report, interpolation_stats, is_missing
 from vitpeft.study.plan import PRETRAINED
 
 
-FAMILY_COLOURS = {"Standard fine-tuning": "tab:blue", "LoRA": "tab:orange", "Block Expansion": "tab:green"}
+FAMILY_COLOURS = {"Standard fine-tuning": "tab:blue", "LoRA": "tab:orange", "Block Expansion": "tab:green",
+                  MITIGATION: "tab:red"}
 
 
 def tradeoff_figure(report: Report):
@@ -24,19 +25,26 @@ def tradeoff_figure(report: Report):
     from matplotlib.figure import Figure
 
     table = report.table
+    table = table[table["experiment"].isin([PRETRAINED, *report.per_seed["experiment"]])]  # best-alpha rows: on curves
     datasets = list(dict.fromkeys(table["dataset"]))
-    fig = Figure(figsize=(7.5 * len(datasets), 5.8))
+    fig = Figure(figsize=(7.5 * len(datasets), 5.8 if report.interpolation is None else 6.6))
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
     runs = table[table["experiment"] != PRETRAINED]
     # Each set is scaled by its own largest model: the demo's tiny ViT and the paper's ViT-B differ 250-fold.
     scales = _area_scale(runs["trainable_params"]), _area_scale(runs["paper_params"])
+    stats = interpolation_stats(report.interpolation) if report.interpolation is not None else None
     for ax, dataset in zip(axes, datasets):
+        if stats is not None:  # under the points
+            _alpha_curves(ax, stats[stats["dataset"] == dataset], table[table["dataset"] == dataset])
         _tradeoff_panel(ax, table[table["dataset"] == dataset], scales)
         ax.set_title(f"{dataset}: stability-plasticity trade-off")
     seeds = len(report.seeds)
     fig.suptitle(
         f"Marker area ~ sqrt(trainable params); hollow = the paper; "
-        f"{'error bars = sample std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}",
+        f"{'error bars = sample std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}"
+        + ("\nthin lines: each experiment interpolated with the pretrained model from alpha 0 (dot, left) to 1;"
+           "\ntheir source k-NN is on the subsample; dashed black: the Pareto front of those curves"
+           if stats is not None else ""),
         fontsize=9,
     )
     fig.tight_layout()
@@ -70,6 +78,38 @@ def _tradeoff_panel(ax, table: pd.DataFrame, scales) -> None:
     ax.set_ylabel("source k-NN accuracy (%)  - stability")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best", markerscale=0.5)
+
+
+def _alpha_curves(ax, stats: pd.DataFrame, table: pd.DataFrame) -> None:
+    """Each experiment's interpolation curve (mean over seeds, std as error bars), and their Pareto front."""
+    family = dict(zip(table["experiment"], table["family"]))
+    for experiment, curve in stats.groupby("experiment", sort=False):
+        curve = curve.sort_values("alpha")
+        colour = FAMILY_COLOURS.get(family.get(experiment), "tab:gray")
+        x, y = curve["target_acc"].astype(float), curve["source_acc"].astype(float)
+        if y.isna().all():
+            continue
+        ax.errorbar(x, y, xerr=curve["target_acc_std"].astype(float).fillna(0),
+                    yerr=curve["source_acc_std"].astype(float).fillna(0), color=colour, linewidth=0.8, alpha=0.6,
+                    elinewidth=0.5, marker=".", markersize=3)  # fmt: skip
+        ax.plot(x.iloc[:1], y.iloc[:1], "o", color=colour, markersize=2)
+        middle = len(curve) // 2  # named at its middle alpha: the ends crowd at the pretrained point and the runs
+        ax.annotate(experiment, (x.iloc[middle], y.iloc[middle]), fontsize=6, color=colour, alpha=0.9,
+                    xytext=(-6, -9), textcoords="offset points")  # fmt: skip
+    front = pareto_front(stats["target_acc"].astype(float).to_numpy(), stats["source_acc"].astype(float).to_numpy())
+    if len(front) > 1:
+        ax.plot(*zip(*front), linestyle="--", color="black", linewidth=1, label="Pareto front (interpolations)")
+
+
+def pareto_front(target, source) -> list:
+    """The (target, source) points no other point beats in both, by rising target."""
+    points = sorted((t, s) for t, s in zip(target, source) if not (math.isnan(t) or math.isnan(s)))
+    front, best = [], -math.inf
+    for t, s in reversed(points):
+        if s > best:
+            front.append((t, s))
+            best = s
+    return front[::-1]
 
 
 def _area_scale(params: pd.Series):

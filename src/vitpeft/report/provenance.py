@@ -13,7 +13,7 @@ import pandas as pd
 
 from vitpeft.fileio import atomic_path, write_json
 from vitpeft.report.plots import curve_figure, tradeoff_figure
-from vitpeft.report.tables import CURVE_COLUMNS, INDEX_COLUMNS, Report, _counts, latex, markdown
+from vitpeft.report.tables import CURVE_COLUMNS, INDEX_COLUMNS, INTERPOLATION_COLUMNS, Report, _counts, latex, markdown
 from vitpeft.study.plan import PRETRAINED
 
 
@@ -34,6 +34,10 @@ def write(report: Report, out_dir, provenance, config_path, plan) -> str:
         several = report.table["dataset"].nunique() > 1
         _write_csv(out_dir / "curve.csv", report.curve if several else report.curve[CURVE_COLUMNS])
         _write_figure(out_dir / "curve.png", curve_figure(report))
+    if report.interpolation is not None:
+        several = report.table["dataset"].nunique() > 1
+        columns = INTERPOLATION_COLUMNS if several else INTERPOLATION_COLUMNS[1:]
+        _write_csv(out_dir / "interpolation.csv", report.interpolation[columns])
     write_provenance(provenance, report, config_path, plan)
     return text
 

@@ -54,8 +54,11 @@ FAMILIES = {  # method -> the paper's group, in the paper's order
     "lora_qkv": "LoRA",
     "peft": "LoRA",
     "block_expansion": "Block Expansion",
+    "lpft": "Forgetting mitigation",
+    "l2sp": "Forgetting mitigation",
 }
-FAMILY_ORDER = ["Pretrained", "Standard fine-tuning", "LoRA", "Block Expansion"]
+MITIGATION = "Forgetting mitigation"  # lpft, l2sp, and each interpolated experiment's best-mean alpha
+FAMILY_ORDER = ["Pretrained", "Standard fine-tuning", "LoRA", "Block Expansion", MITIGATION]
 AVERAGED = ["target_acc", "source_acc", "source_acc_routed", "mean", "source_acc_subsample", "early_source_loss"]
 RUN_COLUMNS = [
     "dataset", "experiment", "method", "family", "seed", "key", "trainable_params", "selected_step", "target_metric",
@@ -71,12 +74,14 @@ TABLE_COLUMNS = [
     "early_step", "early_source_loss", "early_source_loss_std", *PAPER_COLUMNS,
 ]  # fmt: skip
 CURVE_COLUMNS = ["experiment", "seed", "step", "target_acc", "source_acc"]
+INTERPOLATION_COLUMNS = ["dataset", "experiment", "seed", "alpha", "target_acc", "source_acc"]
 INDEX_COLUMNS = ["dataset", "experiment", "seed", "key", "run", "spec", "target", "source", "curve", "config"]
 COUNTS = ["n_seeds", "trainable_params", "selected_step", "early_step", "seed"]  # whole numbers, blank when absent
 WRITERS = {  # what each input is, and the command that writes it
     "target": ("target metrics", "vitpeft eval-target"),
     "source": ("source metrics", "vitpeft eval-source"),
     "curve": ("forgetting curve", "vitpeft eval-curve"),
+    "interpolation": ("interpolation curve", "vitpeft eval-interpolation"),
     "summary": ("run summary", "vitpeft train"),
 }
 
@@ -89,6 +94,8 @@ class Report:
     inputs: dict  # {path read: sha256}
     seeds: list
     early_step: int | None  # the curve step the early source loss is read at; None: no curve step >= EARLY_STEP
+    interpolation: pd.DataFrame | None = None  # one row per run x alpha (INTERPOLATION_COLUMNS); None when off
+    subsample_gap: float | None = None  # mean |source k-NN at alpha = 1 on the subsample - the run's full-bank one|
 
 
 # ---------------------------------------------------------------- reading the metrics files
@@ -206,11 +213,86 @@ def build(plan) -> Report:
         ]  # fmt: skip
     pretrained = [_pretrained_row(plan, dataset, inputs) for dataset in plan.targets]
     per_seed = _counts(pd.DataFrame(runs, columns=RUN_COLUMNS))
-    table = _with_paper(_summarise(per_seed, pretrained), plan.cfg)
+    interpolation = _interpolation(plan, inputs) if plan.interpolates else None
+    table = _summarise(per_seed, pretrained)
+    if interpolation is not None:
+        table = pd.concat([table, best_alpha_rows(interpolation, per_seed)], ignore_index=True)
+    table = _with_paper(table, plan.cfg)
     steps = plan.curve_steps()
     curve = pd.DataFrame(curve, columns=["dataset", *CURVE_COLUMNS]) if steps else None
     table = _ordered(table, list(plan.targets))
-    return Report(table, per_seed, curve, inputs.digests, list(plan.cfg["seeds"]), early_step(steps))
+    gap = subsample_gap(interpolation, per_seed) if interpolation is not None else None
+    return Report(table, per_seed, curve, inputs.digests, list(plan.cfg["seeds"]), early_step(steps), interpolation,
+                  gap)
+
+
+# ---------------------------------------------------------------- interpolation (WiSE-FT) and its best alpha
+
+
+def _interpolation(plan, inputs: Inputs) -> pd.DataFrame:
+    """Every interpolated run's points, checked: the planned alphas exactly, in the planned order."""
+    alphas, rows = list(plan.cfg["interpolation"]["alphas"]), []
+    for run in plan.runs.values():
+        if run.interpolation is None:
+            continue
+        path = run.interpolation.path
+        points = inputs.read(path, "interpolation").get("points")
+        found = [point.get("alpha") for point in points] if isinstance(points, list) else None
+        if found != alphas or not all(isinstance(point, dict) for point in points):
+            raise VitpeftError(
+                f"{path}: alphas {found}, but the study plans {alphas}; rerun `vitpeft eval-interpolation`")
+        rows += [{"dataset": run.dataset, "experiment": run.experiment, "seed": run.seed, "alpha": point["alpha"],
+                  "target_acc": _number(point.get("target_acc"), path, f"points[{i}].target_acc"),
+                  "source_acc": _number(point.get("source_acc"), path, f"points[{i}].source_acc", nullable=True)}
+                 for i, point in enumerate(points)]  # fmt: skip
+    return pd.DataFrame(rows, columns=INTERPOLATION_COLUMNS)
+
+
+def interpolation_stats(interpolation: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std over seeds per dataset x experiment x alpha, with the mean of (target + source) / 2."""
+    frame = interpolation.assign(mean=(interpolation["target_acc"] + interpolation["source_acc"]) / 2)
+    groups = frame.groupby(["dataset", "experiment", "alpha"], sort=False)[["target_acc", "source_acc", "mean"]]
+    stats = pd.concat([groups.mean(), groups.std(ddof=1).add_suffix("_std"), groups.size().rename("n_seeds")], axis=1)
+    return stats.reset_index()
+
+
+def best_alpha_rows(interpolation: pd.DataFrame, per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x experiment, the alpha of the highest mean (target + source) / 2 over seeds, as a table row.
+
+    Ties go to the larger alpha (the less interpolated model). The alpha is chosen on the very figures it shows,
+    so the row is an upper bound of what WiSE-FT offers, not a held-out choice; its source k-NN is on the subsample.
+    """
+    stats = interpolation_stats(interpolation)
+    rows = []
+    for (dataset, experiment), group in stats.groupby(["dataset", "experiment"], sort=False):
+        if group["mean"].isna().all():
+            continue  # no source score: no mean to choose by
+        best = group.sort_values("alpha", ascending=False).loc[lambda g: g["mean"].idxmax()]
+        run = per_seed[(per_seed["dataset"] == dataset) & (per_seed["experiment"] == experiment)].iloc[0]
+        rows.append({
+            "dataset": dataset, "experiment": wise_name(experiment, best["alpha"]), "method": run["method"],
+            "family": MITIGATION, "n_seeds": best["n_seeds"], "trainable_params": run["trainable_params"],
+            "target_metric": "classifier",
+            **{name: best[name] for name in ("target_acc", "target_acc_std", "source_acc", "source_acc_std", "mean",
+                                             "mean_std")},
+            "source_acc_subsample": best["source_acc"], "source_acc_subsample_std": best["source_acc_std"],
+        })  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+
+
+def wise_name(experiment: str, alpha: float) -> str:
+    """The table's name of an experiment's best-mean interpolation: 'full WiSE a=0.5'."""
+    return f"{experiment} WiSE a={alpha:g}"
+
+
+def subsample_gap(interpolation: pd.DataFrame, per_seed: pd.DataFrame) -> float | None:
+    """Mean |subsample k-NN - full-bank k-NN| over runs at alpha = 1 (the run itself): what the subsample costs."""
+    ends = interpolation[interpolation["alpha"] == 1].merge(
+        per_seed[["dataset", "experiment", "seed", "source_acc"]], on=["dataset", "experiment", "seed"],
+        suffixes=("", "_full"),
+    )  # fmt: skip
+    gaps = (ends["source_acc"] - ends["source_acc_full"]).abs().dropna()
+    return float(gaps.mean()) if len(gaps) else None
 
 
 def _run_row(plan, run, inputs: Inputs) -> tuple:
@@ -388,7 +470,24 @@ def markdown(report: Report) -> str:
         "Routed: the same with the pretrained path switched back in (LoRA off / new blocks skipped). "
         "Mean = (target + source) / 2. diff = ours - paper.\n"
     )
-    return tabulate(rows, headers, tablefmt="github", disable_numparse=True) + notes + early_claim(report)
+    return (tabulate(rows, headers, tablefmt="github", disable_numparse=True) + notes + interpolation_note(report)
+            + early_claim(report))
+
+
+def interpolation_note(report: Report) -> str:
+    """What the interpolation rows are and what their subsample costs ('' without interpolation)."""
+    if report.interpolation is None:
+        return ""
+    gap = "" if report.subsample_gap is None else (
+        f"; at alpha = 1 the subsample's k-NN differs from the full bank's by {report.subsample_gap:.2f} points on "
+        "average over runs")
+    return (
+        "\nForgetting mitigation: lpft (LP-FT) and l2sp (L2-SP) are trained methods; a row `E WiSE a=A` is "
+        "experiment E interpolated with the pretrained model at the alpha A of the highest mean over seeds "
+        "(WiSE-FT; the run's own head at every alpha; interpolation.csv holds every alpha). Its alpha is chosen on "
+        "the figures shown (an upper bound), and its source k-NN is on the curve's class-balanced subsample, "
+        f"not the whole bank{gap}.\n"
+    )
 
 
 def early_claim(report: Report) -> str:
@@ -402,7 +501,8 @@ def early_claim(report: Report) -> str:
         f"ImageNet-1k k-NN accuracy): the share of each run's own step-0 source k-NN (on the curve's subsample) "
         f"lost at step {report.early_step}, the first curve step ≥ {EARLY_STEP}; mean ± std over seeds:\n"
     ]
-    runs = report.table[report.table["experiment"] != PRETRAINED]
+    trained = report.table["experiment"].isin(report.per_seed["experiment"])  # not the interpolation rows
+    runs = report.table[trained & (report.table["experiment"] != PRETRAINED)]
     for row in runs.itertuples():
         figure = _pm(row.early_source_loss, row.early_source_loss_std)
         lines.append(f"- {row.dataset} / {row.experiment}: " + (f"{figure}%" if figure else "no source score"))

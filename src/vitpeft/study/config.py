@@ -45,6 +45,7 @@ def load(source, describe=None) -> dict:
     _check_experiments(cfg, where)
     _check_methods(cfg, where, describe)
     _check_curve(cfg, where)
+    _check_interpolation(cfg, where)
     _check_relations(cfg, where)
     _check_datasets(cfg, where)
     _check_sequence(cfg, where)
@@ -161,6 +162,19 @@ def _check_curve(cfg: dict, where: str) -> None:
             )
 
 
+def _check_interpolation(cfg: dict, where: str) -> None:
+    """The alpha grid: not empty, each alpha a finite number in [0, 1], none twice."""
+    alphas = cfg["interpolation"]["alphas"]
+    if not alphas:
+        raise VitpeftError(f"{where}: interpolation.alphas: empty; give at least one alpha in [0, 1] "
+                           "(or set interpolation.enabled: false)")
+    for i, alpha in enumerate(alphas):
+        if not (arguments.is_number(alpha) and 0 <= alpha <= 1):
+            raise VitpeftError(f"{where}: interpolation.alphas[{i}]: {alpha!r} is outside [0, 1]")
+    if len(set(alphas)) != len(alphas):
+        raise VitpeftError(f"{where}: interpolation.alphas: {alphas} names an alpha twice")
+
+
 def _check_relations(cfg: dict, where: str) -> None:
     """What the schema cannot say of training (crop_scale's order, two augmentations at once) for the shared
     section and each experiment overriding it, named here: the plan would name a run, not the file."""
@@ -204,7 +218,9 @@ def _check_methods(cfg: dict, where: str, describe) -> None:
     depth = model_depth(cfg["backbone"]["model"], where, describe)
     for i, exp in enumerate(cfg["experiments"]):
         try:
-            arguments.check(exp["method"], exp["args"], depth)
+            checked = arguments.check(exp["method"], exp["args"], depth)
+            if hasattr(checked, "check_steps"):  # lpft: its probe shares the experiment's own steps
+                checked.check_steps(merged_train(cfg, exp)["steps"])
         except VitpeftError as error:
             raise VitpeftError(f"{where}: {schema.key_path(('experiments', i, 'args'), root=cfg)}: {error}") from None
 

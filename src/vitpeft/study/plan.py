@@ -63,6 +63,7 @@ class Run:
     target: Node = field(compare=False)
     source: Node | None = field(compare=False)  # None: source off (linear's is the pretrained one)
     curve: Node | None = field(compare=False)
+    interpolation: Node | None = field(default=None, compare=False)  # None: interpolation off, or a linear probe
 
     @property
     def label(self) -> str:
@@ -79,6 +80,7 @@ class Plan:
         self.data = str(PurePosixPath(cfg["data_dir"]))
         self.cache = str(PurePosixPath(cfg["cache_dir"]))
         self.knn = {key: cfg["source"][key] for key in ("k", "temperature", "mean", "std", "precision")}
+        self.interpolates = cfg["interpolation"]["enabled"]
         self.synthetic = self._synthetic()
         self.backbone = self._backbone()
         self.targets = {name: self._target(name) for name in cfg["target"]["datasets"]}
@@ -180,9 +182,9 @@ class Plan:
         return Node(key, inside(self.cache, "features", key), (self.backbone, self.source))
 
     def _curve_data(self) -> Node | None:
-        """The class-balanced source subsample every curve point is scored on."""
+        """The class-balanced source subsample every curve point and every interpolation alpha is scored on."""
         curve = self.cfg["curve"]
-        if not curve["steps"] or self.source is None:
+        if not (curve["steps"] or self.interpolates) or self.source is None:
             return None
         key = key_of("subset", self.source.key, curve["bank_per_class"], curve["query_per_class"])
         path = inside(self.cache, "subsets", key)
@@ -225,7 +227,12 @@ class Plan:
         curve = None
         if self.cfg["curve"]["steps"]:
             curve = self._keyed(f"{metrics}/curve", "eval_curve", trained, target_data, self.curve_data, self.knn)
-        return Run(dataset, exp["name"], seed, exp["method"], spec, trained, target, source, curve)
+        interpolation = None
+        if self.interpolates and exp["method"] not in UNTOUCHED:  # an untouched backbone has nothing to interpolate
+            alphas = self.cfg["interpolation"]["alphas"]
+            interpolation = self._keyed(f"{metrics}/interpolation", "eval_interpolation", trained, target_data,
+                                        self.curve_data, self.knn, alphas)
+        return Run(dataset, exp["name"], seed, exp["method"], spec, trained, target, source, curve, interpolation)
 
     def _keyed(self, stem: str, rule: str, *needs) -> Node:
         key = key_of(rule, *[need.key if isinstance(need, Node) else need for need in needs])
@@ -275,7 +282,7 @@ class Plan:
         return run
 
     def evaluated(self, column: str, dataset: str, experiment: str, seed, key: str) -> Run:
-        """The run whose `column` evaluation (target, source or curve) has output key `key`."""
+        """The run whose `column` evaluation (target, source, curve or interpolation) has output key `key`."""
         run = self.find(dataset, experiment, seed)
         node = getattr(run, column)
         if node is None or node.key != key:
@@ -287,6 +294,7 @@ class Plan:
     def _report(self) -> Node:
         keys = [run.train.key for run in self.runs.values()]
         keys += [node.key for run in self.runs.values() for node in (run.target, run.source, run.curve) if node]
+        keys += [run.interpolation.key for run in self.runs.values() if run.interpolation]
         keys += [node.key for node in (self.pretrained_source, *self.pretrained_target.values()) if node]
         key = key_of("report", _report_settings(self.cfg), keys)
         return Node(key, f"{inside(self.results, 'provenance')}/report-{key}.json")
@@ -311,7 +319,10 @@ class Plan:
 
     def report_files(self) -> list:
         names = ["table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png"]
-        return [f"{self.results}/{name}" for name in names] + self.curve_files()
+        return [f"{self.results}/{name}" for name in names] + self.curve_files() + self.interpolation_files()
+
+    def interpolation_files(self) -> list:
+        return [f"{self.results}/interpolation.csv"] if self.interpolates else []
 
     def curve_files(self) -> list:
         return [f"{self.results}/{name}" for name in ("curve.csv", "curve.png")] if self.cfg["curve"]["steps"] else []
@@ -322,6 +333,8 @@ def _report_settings(cfg: dict) -> dict:
     task sequence (whose own report reads it)."""
     places = ("data_dir", "cache_dir", "resume_dir", "resources", "reproducibility", "sequence")
     settings = {key: value for key, value in cfg.items() if key not in places}
+    if not cfg["interpolation"]["enabled"]:  # off: the report is the one made before the section existed
+        settings.pop("interpolation")
     settings["source"] = {key: value for key, value in cfg["source"].items() if key != "imagenet_dir"}
     settings["target"] = {key: value for key, value in cfg["target"].items() if key != "mirrors"}  # servers: places
     return settings

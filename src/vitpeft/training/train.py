@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vitpeft.data import augment
-from vitpeft.training import devices, kernels
+from vitpeft.training import devices, kernels, stages
 from vitpeft.training.draws import (
-    STREAM_AUGMENT, STREAM_LAYERS, Data, autocast_dtype, batch_indices, derive_seed, load_data, lr_at, own_global_rng,
+    STREAM_AUGMENT, STREAM_LAYERS, Data, autocast_dtype, batch_indices, derive_seed, load_data, own_global_rng,
 )
 from vitpeft.methods import registry
 from vitpeft.study import preflight
@@ -180,6 +180,8 @@ class Run:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.forward = torch.compile(self.model) if self.cfg["compile"] else self.model
         self.selection = Selection(self.cfg["selection"], self.cfg["val_every"])
+        self.stages = stages.plan(spec)  # lpft: the probe, then full fine-tuning
+        self.penalty = registry.penalty(self.model)  # l2sp: around the pretrained weights, before any restore
         self.curve_steps = set(self.cfg["curve_steps"])
         self.step = 0  # completed steps
         self.log: list[dict] = []
@@ -257,7 +259,10 @@ class Run:
     def train_step(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One SGD step; returns the (detached, on-device) loss without syncing."""
         cfg = self.cfg
-        lr = lr_at(self.step, cfg["lr"], cfg["warmup_steps"], cfg["steps"])
+        stage = stages.at(self.stages, self.step)
+        if self.step == stage.start > 0:
+            self.optimizer.state.clear()  # a later stage starts with fresh momentum, as a new optimiser would
+        lr = stage.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x = augment.random_resized_crop_flip(
@@ -268,11 +273,15 @@ class Run:
         # returns x itself without a draw. Erased pixels take the mean: 0 after normalising, as there.
         x = augment.apply_policy(x, cfg["augment"], generator, erase_value=self.mean)
         x = augment.normalize(x, self.mean, self.std)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            logits = self.forward(x)
-        loss = F.cross_entropy(logits.float(), self.data.train_y[indices])
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        with stages.trains(self.model, stage):
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                logits = self.forward(x)
+            loss = F.cross_entropy(logits.float(), self.data.train_y[indices])
+            self.scaler.scale(loss).backward()
+        if self.penalty is not None:  # l2sp: its gradient added to the unscaled CE gradient, in place
+            self.scaler.unscale_(self.optimizer)
+            self.penalty.add_grad_()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         loss = loss.detach()
@@ -284,7 +293,7 @@ class Run:
         """Host sync: stop if any step so far had a NaN/inf loss (before anything is saved)."""
         first_bad = int(self._first_bad)
         if first_bad >= 0:
-            lr = lr_at(first_bad - 1, self.cfg["lr"], self.cfg["warmup_steps"], self.cfg["steps"])
+            lr = stages.learning_rate(self.stages, first_bad - 1)
             raise Diverged(
                 f"{self.spec['name']}: the loss became non-finite at step {first_bad} (lr {lr:.3g}); "
                 "training stopped and nothing was saved"
@@ -298,7 +307,7 @@ class Run:
         row = {
             "step": self.step,
             "loss": float(self.loss_sum) / count,
-            "lr": lr_at(self.step - 1, self.cfg["lr"], self.cfg["warmup_steps"], self.cfg["steps"]),
+            "lr": stages.learning_rate(self.stages, self.step - 1),
             "img_per_s": timed * self.cfg["batch_size"] / seconds if seconds > 0 else float("nan"),
         }
         self.log.append(row)
@@ -427,7 +436,19 @@ def summary(spec: dict, run: Run) -> dict:
         "trainable_params": sum(p.numel() for p in run.params),
         "resumed_from_step": run.resumed_from,
         "curve_steps": spec["train"]["curve_steps"],
+        **method_record(run),
     }
+
+
+def method_record(run: Run) -> dict:
+    """What a two-stage run (lpft) or a penalised one (l2sp) did besides; nothing for the other methods."""
+    record = {}
+    if len(run.stages) > 1:
+        record["stages"] = [{"start": stage.start, "steps": stage.steps, "lr": stage.lr,
+                             "warmup_steps": stage.warmup_steps, "head_only": stage.head_only} for stage in run.stages]
+    if run.penalty is not None:
+        record["penalty_reference_bytes"] = run.penalty.reference_bytes()
+    return record
 
 
 def selection_split(spec: dict) -> str | None:
