@@ -101,10 +101,7 @@ def eval_curve(
     Without a bank (bank_dir None: the study's source column is off) every point has source_acc None.
     """
     started, device = time.monotonic(), devices.pick(device)
-    target = features.load_prepared(target_dir, "target test set")
-    evaluate.check_labels(target, spec["num_classes"], target_dir)
-    data = features.load_source(bank_dir, queries_dir, mean, std, precision) if bank_dir is not None else None
-    ks = knn.check_settings(ks, temperature, len(data.bank)) if data is not None else sorted(ks)
+    target, data, ks = evaluate.sweep_data(spec, target_dir, bank_dir, queries_dir, mean, std, precision, ks, temperature)
     curve = points(run_dir)
     model = models.for_training(spec, device)
     check_files(model, curve)

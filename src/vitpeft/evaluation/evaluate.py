@@ -134,6 +134,15 @@ def _model_scores(spec, run_dir, data, untouched, score, device, batch_size) -> 
         return shared, score(untouched)
 
 
+def sweep_data(spec, target_dir, bank_dir, queries_dir, mean, std, precision, ks, temperature) -> tuple:
+    """(target test set, source k-NN data or None without a bank, checked ks) for a sweep over one run's models."""
+    target = features.load_prepared(target_dir, "target test set")
+    check_labels(target, spec["num_classes"], target_dir)
+    data = features.load_source(bank_dir, queries_dir, mean, std, precision) if bank_dir is not None else None
+    ks = knn.check_settings(ks, temperature, len(data.bank)) if data is not None else sorted(ks)
+    return target, data, ks
+
+
 def changes_backbone(spec: dict, run_dir) -> bool:
     """Whether training `spec` changes any weight the features depend on (anything but the head).
 

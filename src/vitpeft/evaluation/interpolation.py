@@ -39,10 +39,7 @@ def eval_interpolation(
     if not interpolation.supports(spec["method"]):
         raise VitpeftError(f"{spec['name']}: method {spec['method']!r} has no interpolation (its backbone never moves)")
     started, device = time.monotonic(), devices.pick(device)
-    target = features.load_prepared(target_dir, "target test set")
-    evaluate.check_labels(target, spec["num_classes"], target_dir)
-    data = features.load_source(bank_dir, queries_dir, mean, std, precision) if bank_dir is not None else None
-    ks = knn.check_settings(ks, temperature, len(data.bank)) if data is not None else sorted(ks)
+    target, data, ks = evaluate.sweep_data(spec, target_dir, bank_dir, queries_dir, mean, std, precision, ks, temperature)
     model = models.trained(spec, run_dir, device)
     pretrained = None
     if interpolation.needs_pretrained(spec["method"]):
