@@ -11,11 +11,17 @@ TORCH_CUDA ?=
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_CUDA)
 TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements.lock)
 STAMP := $(VENV)/.installed$(if $(TORCH_CUDA),-$(TORCH_CUDA))
+# Snakemake reads --configfile before any workflow code runs: this hook makes its YAML error name the line.
+YAML_HOOK := $(VENV)/.snakemake-yaml-hook
 
-.PHONY: setup demo demo-continual demo-reference test test-unit test-workflow test-slurm test-dvc params bench clean-demo \
+.PHONY: setup demo demo-continual demo-reference demo-continual-reference test test-unit test-workflow test-slurm test-dvc params bench clean-demo \
         slurm-up slurm-down cluster push pull
 
-setup: $(STAMP)
+setup: $(STAMP) $(YAML_HOOK)
+
+$(YAML_HOOK): $(STAMP) src/vitpeft/snakemake_yaml.py
+	$(BIN)/python -c "from vitpeft.snakemake_yaml import write_hook; print('wrote', write_hook())"
+	touch $@
 
 # Reinstall only when the lock file, the package metadata or the torch build asked for changes.
 $(STAMP): requirements.lock pyproject.toml
@@ -30,6 +36,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 demo: setup
+	@vitpeft check-bits --reference reference/demo
 	vitpeft warm snakemake all --cores $(CORES) --configfile config/demo.yaml
 	@cat results/demo/table.md
 	@echo
@@ -37,16 +44,30 @@ demo: setup
 
 # The task-sequence demo (config/demo-continual.yaml): three synthetic tasks in a row, the accuracy matrix.
 demo-continual: setup
+	@vitpeft check-bits --reference reference/demo-continual
 	vitpeft warm snakemake all --cores $(CORES) --configfile config/demo-continual.yaml
 	@cat results/demo-continual/sequence/summary.md
+	@echo
+	@vitpeft compare --table results/demo-continual/sequence/summary.csv --reference reference/demo-continual
 
-# A finished demo's table and provenance become the reference (reference/demo/) and the README's table.
+# A finished demo's table, provenance and kernel check become the reference (reference/demo/) and the README's table.
 demo-reference: setup
 	@ls results/demo/provenance/report-*.json >/dev/null 2>&1 || { \
 	  echo "make demo-reference: results/demo has no finished report (provenance/report-<key>.json): run make demo first" >&2; exit 2; }
 	mkdir -p reference/demo
 	cp results/demo/table.md results/demo/table.csv reference/demo/
 	cp results/demo/provenance/report-*.json reference/demo/provenance.json
+	vitpeft check-bits --reference reference/demo --write
+	python scripts/readme-table.py
+
+# The same for the task-sequence demo: reference/demo-continual/ and the README's summary table.
+demo-continual-reference: setup
+	@ls results/demo-continual/sequence/provenance/sequence-*.json >/dev/null 2>&1 || { \
+	  echo "make demo-continual-reference: results/demo-continual has no finished sequence report (sequence/provenance/sequence-<key>.json): run make demo-continual first" >&2; exit 2; }
+	mkdir -p reference/demo-continual
+	cp results/demo-continual/sequence/summary.md results/demo-continual/sequence/summary.csv reference/demo-continual/
+	cp results/demo-continual/sequence/provenance/sequence-*.json reference/demo-continual/provenance.json
+	vitpeft check-bits --reference reference/demo-continual --write
 	python scripts/readme-table.py
 
 test: setup

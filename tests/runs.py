@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from vitpeft import digests
 from vitpeft.models import backbone
 from vitpeft.methods import registry
 from vitpeft.training import model as models
@@ -25,13 +26,14 @@ def write_spec(spec, path):
 
 
 def write_run(spec, run_dir, change=None):
-    """A run folder: the trainable weights (optionally changed by `change`) and a summary."""
+    """A run folder: the trainable weights (optionally changed by `change`), a summary and their digests."""
     model = models.for_training(spec)
     if change:
         change(model)
     run_dir.mkdir()
     save_file(registry.trainable_state(model), str(run_dir / models.TRAINABLE_FILE))
     (run_dir / "summary.json").write_text(f'{{"selected_step": {spec["train"]["steps"]}}}\n')
+    digests.seal(run_dir)
     return run_dir
 
 

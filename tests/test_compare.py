@@ -15,11 +15,16 @@ import pytest
 from slurmctl import REPO
 from vitpeft.cli import main
 from vitpeft.report import compare
+from vitpeft.training import kernels
 
 REFERENCE = REPO / "reference" / "demo"
 TABLE, REF = "results/demo/table.csv", "reference/demo"
-CPU = {"pinned": True, "pin": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-       "mkldnn": False, "threads": 1, "torch": "2.14.1+cu130", "reference_bits": True, "why_not": None}  # fmt: skip
+INTEL = {"arch": "x86_64", "vendor": "GenuineIntel", "model": "Intel(R) Xeon(R) Processor", "avx2": True}
+AMD = {"arch": "x86_64", "vendor": "AuthenticAMD", "model": "AMD EPYC 7B13 64-Core Processor", "avx2": True}
+CPU = {"pinned": True, "pin": kernels.PIN, "mkl_branch": "COMPATIBLE", "mkl_auto_branch": "AVX512_E1",
+       "aten_capability": "AVX2", "mkldnn": False, "nnpack": False, "threads": 1, "torch": "2.14.1+cu130", "cpu": INTEL,
+       "reference_bits": True, "why_not": None}  # fmt: skip
+CODE = {"vitpeft": "0.1.0", "commit": "a" * 40, "modified": False}
 
 
 @pytest.fixture
@@ -150,33 +155,67 @@ def test_a_reference_from_another_config_is_named_as_such(demo, capsys):
     )
 
 
-def test_the_kernel_records_name_an_unpinned_run_another_torch_and_other_threads(demo, capsys):
+def change_one_cell() -> None:
     table = rows(TABLE)
     table[1]["mean"] = "0.0000"
     write_rows(TABLE, table)
-    why = "this CPU has no AVX2: its kernels fall back to another path"
-    unpinned = {**CPU, "pinned": False, "pin": None, "mkldnn": True, "threads": 2, "torch": "2.13.0+cpu",
-                "reference_bits": False, "why_not": why}  # fmt: skip
-    edit_provenance("results", kernels=[unpinned])
-    edit_provenance("reference", kernels=[CPU])
+
+
+def reasons_given(capsys) -> list:
     _, out, _ = run(capsys)
-    assert out.split("Likely reasons:\n", 1)[1].splitlines() == [
-        f"  - your runs did not use the pinned kernels: {why}",
+    return out.split("Likely reasons:\n", 1)[1].splitlines()
+
+
+def test_the_kernel_records_name_an_unpinned_run_another_torch_and_other_threads(demo, capsys):
+    change_one_cell()
+    why = "ATen ran its DEFAULT kernels, not AVX2: this CPU has no AVX2"
+    unpinned = {**CPU, "aten_capability": "DEFAULT", "mkldnn": True, "threads": 2, "torch": "2.13.0+cpu",
+                "reference_bits": False, "why_not": why}  # fmt: skip
+    edit_provenance("results", kernels=[unpinned], code=[CODE])
+    edit_provenance("reference", kernels=[CPU], code=[CODE])
+    assert reasons_given(capsys) == [
+        f"  - your runs did not run the pinned kernels: {why}",
+        "  - ATen's capability differs: yours DEFAULT, the reference's AVX2",
         "  - the torch version differs: yours 2.13.0+cpu, the reference's 2.14.1+cu130",
         "  - the intra-op thread count differs: yours 2, the reference's 1",
         "  - whether oneDNN (mkldnn) is on differs: yours True, the reference's False",
     ]
 
 
-def test_kernel_records_that_agree_point_outside_the_pin(demo, capsys):
-    table = rows(TABLE)
-    table[1]["mean"] = "0.0000"
-    write_rows(TABLE, table)
-    edit_provenance("results", kernels=[CPU])
-    edit_provenance("reference", kernels=[CPU])
-    _, out, _ = run(capsys)
-    reasons = out.split("Likely reasons:\n", 1)[1].splitlines()
+def test_mkl_running_its_auto_branch_on_an_amd_cpu_is_the_reason_given(demo, capsys):
+    """What the AVX2 pin did on an AMD EPYC (issue 29): every record claimed the reference's bits. Now the record
+    holds what MKL reported, and compare names it."""
+    change_one_cell()
+    why = ("MKL ran its AUTO branch, not COMPATIBLE: this is a non-Intel AuthenticAMD CPU (AMD EPYC 7B13 64-Core "
+           "Processor), where MKL runs only AUTO and COMPATIBLE and fell back to AUTO")
+    amd = {**CPU, "mkl_branch": "AUTO", "mkl_auto_branch": "AVX2", "cpu": AMD, "reference_bits": False, "why_not": why}
+    edit_provenance("results", kernels=[amd], code=[CODE])
+    edit_provenance("reference", kernels=[CPU], code=[CODE])
+    assert reasons_given(capsys) == [
+        f"  - your runs did not run the pinned kernels: {why}",
+        "  - MKL's CNR branch (as MKL reports it) differs: yours AUTO, the reference's COMPATIBLE",
+    ]
+
+
+def test_kernel_records_that_agree_point_outside_the_pin_and_name_the_cpus(demo, capsys):
+    change_one_cell()
+    edit_provenance("results", kernels=[{**CPU, "cpu": AMD, "mkl_auto_branch": "AVX2"}], code=[CODE])
+    edit_provenance("reference", kernels=[CPU], code=[CODE])
+    reasons = reasons_given(capsys)
     assert len(reasons) == 1 and "outside the pin" in reasons[0]
+    assert reasons[0].endswith(f"; the CPUs differ: yours AuthenticAMD {AMD['model']}, the reference's GenuineIntel "
+                               f"{INTEL['model']}")
+
+
+def test_a_reference_from_other_code_is_named_as_such(demo, capsys):
+    change_one_cell()
+    mine = {**CODE, "commit": "b" * 40, "modified": True}
+    edit_provenance("results", kernels=[CPU], code=[mine])
+    edit_provenance("reference", kernels=[CPU], code=[CODE])
+    assert reasons_given(capsys) == [
+        "  - the reference is from other code: yours ran vitpeft 0.1.0 at commit bbbbbbbbbbbb (modified), the "
+        "reference vitpeft 0.1.0 at commit aaaaaaaaaaaa; a change between them can move the figures"
+    ]
 
 
 def test_a_table_without_its_report_provenance_says_what_made_it_is_unknown(demo, capsys):

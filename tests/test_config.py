@@ -309,11 +309,15 @@ def test_paper_figures_ride_along():
 def test_demo_config_is_the_same_grid_offline():
     cfg = config.load(DEMO)
     plan = Plan(cfg)
-    assert list(dict.fromkeys(name for _, name, _ in plan.runs)) == PAPER_NAMES + ["lpft", "l2sp"]  # + mitigations
-    assert cfg["seeds"] == [0, 1] and plan.curve_steps() == [0, 10, 30, 100, 300]
-    assert cfg["interpolation"] == {"enabled": True, "alphas": [0, 0.25, 0.5, 0.75, 1]}
+    visual_peft = ["vpt_deep", "ssf"]  # two of the visual PEFT families
+    assert list(dict.fromkeys(name for _, name, _ in plan.runs)) == PAPER_NAMES + ["lpft", "l2sp"] + visual_peft
+    assert cfg["seeds"] == [0] and plan.curve_steps() == [0, 10, 30, 100, 300]
+    assert cfg["interpolation"] == {"enabled": True, "alphas": [0, 0.25, 0.5, 0.75, 1], "choose_on": "validation"}
     interpolated = {name for (_, name, _), run in plan.runs.items() if run.interpolation is not None}
-    assert interpolated == set(PAPER_NAMES + ["lpft", "l2sp"]) - {"linear"}  # linear's backbone never moves
+    assert interpolated == set(PAPER_NAMES + ["lpft", "l2sp", "ssf"]) - {"linear"}  # not linear's backbone, nor VPT
+    assert all((run.wise is not None) == (run.interpolation is not None) for run in plan.runs.values())
+    # the synthetic target has no validation split: every run (linear too) trains without the held-out slice
+    assert all(run.spec["train"]["hold_out"] is True for run in plan.runs.values())
     assert cfg["backbone"]["pretrain"] and cfg["target"]["datasets"] == ["synthetic"]
     run = plan.find("synthetic", "full", 0)
     assert run.spec["data"]["train"] == f"{plan.synthetic.path}/target/train"
@@ -325,7 +329,9 @@ def test_the_paper_config_plans_no_mitigation_and_the_mitigation_config_adds_it(
     paper, mitigation = Plan(config.load(PAPER)), Plan(config.load(REPO / "config" / "mitigation.yaml"))
     assert not paper.interpolates and all(run.interpolation is None for run in paper.runs.values())
     assert paper.report_files() == [f"results/paper/{name}" for name in (
-        "table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png")]
+        "table.md", "table.csv", "table.tex", "table.html", "per_seed.csv", "index.csv", "tradeoff.png", "tradeoff.pdf",
+        "cost.png", "cost.pdf", "runtimes.csv", "runtimes.html")]
+    assert not any("hold_out" in run.spec["train"] for run in paper.runs.values())  # the paper's runs, as before
     names = [name for _, name, _ in mitigation.runs]
     assert names == [name for _, name, _ in paper.runs] + ["lpft", "l2sp"]
     assert mitigation.interpolates and mitigation.curve_data is not None  # the sweep's subsample, without a curve
@@ -353,6 +359,29 @@ def test_interpolation_and_mitigation_arguments_are_refused_while_planning_namin
     with pytest.raises(VitpeftError) as error:
         config.load(l2sp)
     assert str(error.value) == "config: experiment 'reg': args: method 'l2sp': beta must be a finite number >= 0, got -1"
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"name": "vpt", "method": "vpt_shallow", "args": {"length": 0}},
+     "config: experiment 'vpt': args: method 'vpt_shallow': length must be an integer >= 1, got 0"),
+    ({"name": "vpt", "method": "vpt_deep", "args": {"length": -5}},
+     "config: experiment 'vpt': args: method 'vpt_deep': length must be an integer >= 1, got -5"),
+    ({"name": "af", "method": "adaptformer", "args": {"bottleneck": 0}},
+     "config: experiment 'af': args: method 'adaptformer': bottleneck must be an integer >= 1, got 0"),
+    ({"name": "af", "method": "adaptformer", "args": {"scale": float("nan")}},
+     "config: experiment 'af': args.scale: nan is not a finite number"),
+    ({"name": "af", "method": "adaptformer", "args": {"scale": float("-inf")}},
+     "config: experiment 'af': args.scale: -inf is not a finite number"),
+    ({"name": "af", "method": "adaptformer", "args": {"scale": 0}},
+     "config: experiment 'af': args: method 'adaptformer': scale must be a finite number > 0, got 0"),
+    ({"name": "b", "method": "bitfit", "args": {"norms": True}},
+     "config: experiment 'b': args: method 'bitfit': unknown argument 'norms' (allowed: none)"),
+])
+def test_visual_peft_arguments_out_of_range_are_refused_while_planning_naming_the_key(experiment, message):
+    raw = yaml.safe_load(DEMO.read_text())
+    with pytest.raises(VitpeftError) as error:
+        config.load({**raw, "experiments": [experiment]})
+    assert str(error.value) == message
 
 
 @pytest.mark.parametrize(

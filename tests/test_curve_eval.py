@@ -10,7 +10,7 @@ from conftest import TINY_MODEL
 from runs import make_spec, perturb, random_dataset, write_run, write_spec
 from safetensors.torch import load_file, save_file
 
-from vitpeft import cli
+from vitpeft import cli, digests
 from vitpeft.evaluation import curve
 from vitpeft.evaluation import evaluate
 from vitpeft.training import model as models
@@ -75,6 +75,7 @@ def curve_argv(spec_file, run, domains, out):
 def add_point(run, step, state):
     (run / "curve").mkdir(exist_ok=True)
     save_file(state, str(run / "curve" / f"step_{step:06d}.safetensors"))
+    digests.seal(run)  # as vitpeft train records it
 
 
 def run_state(run):
@@ -88,6 +89,7 @@ def test_points_come_in_step_order_then_the_final_weights(tmp_path):
         (run / "curve" / name).write_bytes(b"")  # names only: points() reads no weights
     (run / models.TRAINABLE_FILE).write_bytes(b"")
     (run / "summary.json").write_text('{"selected_step": 250}')
+    digests.seal(run)
     assert [(p.step, p.final, p.path.name) for p in curve.points(run)] == [
         (20, False, "step_000020.safetensors"), (100, False, "step_000100.safetensors"),
         (250, True, models.TRAINABLE_FILE)]  # fmt: skip
@@ -107,6 +109,7 @@ def test_each_point_scores_as_the_table_scores_its_weights(tmp_path, tiny_model_
         alone = tmp_path / f"alone_{point['step']}"
         alone.mkdir()
         shutil.copy(weights, alone / models.TRAINABLE_FILE)
+        digests.seal(alone)
         target = evaluate.eval_target(spec, alone, domains["target"], "cpu")
         source = evaluate.eval_source(spec, alone, domains["bank"], domains["queries"], ks=KS, device="cpu")
         assert point["target_acc"] == target["top1"]
@@ -118,6 +121,7 @@ def test_a_run_without_a_curve_scores_its_final_weights(tmp_path, tiny_model_cfg
     spec = make_spec(tiny_model_cfg, "linear")
     run = write_run(spec, tmp_path / "run", perturb)
     (run / "summary.json").write_text('{"selected_step": 250}')
+    digests.seal(run)
     out = tmp_path / "curve.json"
     assert run_cli(curve_argv(write_spec(spec, tmp_path / "s.yaml"), run, domains, out), capsys)[0] == 0
     (point,) = json.loads(out.read_text())["points"]

@@ -28,7 +28,7 @@ from vitpeft.cli import build_parser
 from vitpeft.report import compare
 
 DOCUMENTS = ["README.md", "config/README.md", "Snakefile", "slurm/config.yaml"]
-READ_ONLY = {"params", "check", "list-targets", "list-backbones", "compare"}  # vitpeft commands that change nothing
+READ_ONLY = {"params", "check", "list-targets", "list-backbones", "compare", "check-bits"}  # vitpeft commands that change nothing
 COMMAND = re.compile(r"^(snakemake|vitpeft)\s")
 SUBCOMMANDS = build_parser()._subparsers._group_actions[0].choices  # argparse keeps the subparsers here
 
@@ -110,23 +110,32 @@ def test_the_readme_lists_every_vitpeft_subcommand():
     assert not missing, f"README.md's command table lacks {missing}"
 
 
-def test_the_readme_demo_table_is_the_reference_file():
-    """The block between the demo-table markers is reference/demo/table.md's table (scripts/readme-table.py)."""
-    blocks = re.findall(r"<!-- demo-table:begin[^>]*-->\n(.*?)<!-- demo-table:end -->", (REPO / "README.md").read_text(),
+@pytest.mark.parametrize("block, reference, head", [
+    ("demo-table", lambda: compare.markdown_table(REPO / "reference" / "demo"), "| Family"),
+    ("continual-table", lambda: compare.first_table(REPO / "reference" / "demo-continual" / "summary.md"),
+     "| experiment | variant | ACC"),
+])  # fmt: skip
+def test_the_readme_demo_tables_are_the_reference_files(block, reference, head):
+    """The block between each pair of markers is its reference's table (scripts/readme-table.py writes them)."""
+    blocks = re.findall(rf"<!-- {block}:begin[^>]*-->\n(.*?)<!-- {block}:end -->", (REPO / "README.md").read_text(),
                         re.S)
-    assert len(blocks) == 1, f"README.md should hold one demo-table block, found {len(blocks)}"
-    reference = compare.markdown_table(REPO / "reference" / "demo")
-    assert reference.startswith("| Family") and reference.count("\n") >= 3  # a table, not an empty file
-    assert blocks[0] == reference, "README.md's demo table is stale: run python scripts/readme-table.py"
+    assert len(blocks) == 1, f"README.md should hold one {block} block, found {len(blocks)}"
+    table = reference()
+    assert table.startswith(head) and table.count("\n") >= 3  # a table, not an empty file
+    assert blocks[0] == table, f"README.md's {block} is stale: run python scripts/readme-table.py"
 
 
-def test_for_a_yaml_error_snakemake_cannot_place_the_readme_gives_the_command_that_does(project):
+def test_a_yaml_error_is_named_with_its_file_and_line_by_planning_and_by_check(project):
+    """Snakemake reads --configfile before the workflow; after make setup (vitpeft.snakemake_yaml) its error
+    names the file, line and column, as `vitpeft check --config` does, and as the README says."""
     (project / "config" / "broken.yaml").write_text("name: broken\ntrain: [unclosed\nseeds: [0]\n")
     planned = in_shell(project, "snakemake -n all --configfile config/broken.yaml")
-    said = "Config file is not valid JSON or YAML"
-    assert planned.returncode != 0 and said in planned.stdout, planned.stdout  # Snakemake's words, no line
+    said = ("Config file config/broken.yaml is not valid YAML: line 3, column 6: expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence at line 2, column 8)")
+    assert planned.returncode != 0 and said in planned.stdout, planned.stdout
+    assert "snakemake_yaml.py" not in planned.stdout  # Snakemake's own error, in its words: no frame of ours
     readme = " ".join((REPO / "README.md").read_text().split())
-    assert f"`{said}`: `vitpeft check --config FILE` names the line" in readme
+    assert "`Config file config/mine.yaml is not valid YAML: line 3, column 6: ...`" in readme
     checked = in_shell(project, "vitpeft check --config config/broken.yaml")
     assert "config/broken.yaml: not valid YAML: line 3, column 6:" in checked.stdout, checked.stdout
 
@@ -198,12 +207,12 @@ def apply_guide(src: Path) -> None:
     blocks = guide_blocks()
     with open(src / "vitpeft" / "methods" / "arguments.py", "a") as handle:
         handle.write("\n\n" + blocks["src/vitpeft/methods/arguments.py (at the end)"])
-    (src / "vitpeft" / "methods" / "bitfit.py").write_text(blocks["src/vitpeft/methods/bitfit.py (new file)"])
+    (src / "vitpeft" / "methods" / "attn_tune.py").write_text(blocks["src/vitpeft/methods/attn_tune.py (new file)"])
     schema = src / "vitpeft" / "study" / "config.schema.yaml"
     enum = blocks["src/vitpeft/study/config.schema.yaml (the method enum)"]
     text = schema.read_text()
-    assert text.count(enum.replace(", bitfit]", "]")) == 1, "the guide's enum line is not the schema's plus bitfit"
-    schema.write_text(text.replace(enum.replace(", bitfit]", "]"), enum))
+    assert text.count(enum.replace(", attn_tune]", "]")) == 1, "the guide's enum line is not the schema's plus attn_tune"
+    schema.write_text(text.replace(enum.replace(", attn_tune]", "]"), enum))
 
 
 @pytest.mark.workflow
@@ -224,16 +233,17 @@ def test_the_method_guide_adds_a_method_that_counts_and_plans(tmp_path):
     assert params.returncode == 0, params.stdout
     shown = next(block for block in re.findall(r"```\w*\n(.*?)```", text, re.S) if block.startswith("full "))
     printed = [line.split() for line in params.stdout.splitlines()]
-    for line in shown.splitlines():  # bitfit's row and the others shown for scale
+    for line in shown.splitlines():  # attn_tune's row and the others shown for scale
         assert line.split() in printed, f"the guide shows {line!r}; vitpeft params printed:\n{params.stdout}"
     for command in commands[1:]:
         plan = in_shell(project, f"{command} -n", PYTHONPATH=src)
         assert plan.returncode == 0, plan.stdout
         jobs = slurmctl.parse_dry_run(plan.stdout)
-        assert {rule for rule, exp in jobs if exp == "exp=bitfit"} == {"train", "eval_target", "eval_source",
-                                                                       "eval_curve", "eval_interpolation"}
-        assert jobs[("train", "exp=bitfit")] == len(cfg["seeds"])
-    cfg["experiments"][-1]["args"] = {"norms": "always"}  # the mistake the guide shows, and its message
+        assert {rule for rule, exp in jobs if exp == "exp=attn_tune"} == {"train", "eval_target", "eval_source",
+                                                                          "eval_curve", "eval_interpolation",
+                                                                          "eval_wise"}
+        assert jobs[("train", "exp=attn_tune")] == len(cfg["seeds"])
+    cfg["experiments"][-1]["args"] = {"proj": "always"}  # the mistake the guide shows, and its message
     (project / "config" / "mine.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     refused = in_shell(project, f"{commands[1]} -n", PYTHONPATH=src)
     message = re.search(r"`(invalid config: .*?)`", " ".join(text.split()), re.S).group(1)

@@ -276,3 +276,17 @@ def test_a_corrupted_remote_object_fails_the_pull_instead_of_restoring_bad_data(
     result = clone_and_pull(unchecked, ("verify", "false"))
     assert result.returncode == 0, result.stdout
     assert md5(unchecked / weights) != good
+    # Even then no job reads them as whole: the run folder's SHA256SUMS was pulled with them.
+    pull(unchecked, "data.dvc")
+    from vitpeft.models import shapes
+    from vitpeft.study import config as config_lib
+    from vitpeft.study.plan import Plan
+
+    plan = Plan(config_lib.load(str(cfg_path(unchecked)), describe=shapes.describe))
+    run = plan.runs[("synthetic", "lora_r4", 0)].train.path
+    job = slurmctl.run([BIN / "vitpeft", "eval-target", "--spec", f"{run}/spec.yaml", "--run", run, "--data",
+                        f"{plan.targets['synthetic'].path}/test", "--out", "target.json", "--device", "cpu"],
+                       cwd=unchecked, timeout=300, check=False)
+    assert job.returncode == 2, job.stdout
+    assert f"{weights} is corrupt: its sha256 is" in job.stdout and "dvc pull" in job.stdout, job.stdout
+    assert not (unchecked / "target.json").exists()

@@ -5,6 +5,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import save_file
 
+from vitpeft import digests
 from vitpeft.methods import registry
 from vitpeft.training import model as model_lib
 from vitpeft.study import spec as spec_lib
@@ -139,6 +140,9 @@ def test_qkv_split_computes_the_same_function(tiny, images):
     ("peft", {"peft_type": "LORA", "r": 4, "use_dora": True}),
     ("peft", {"peft_type": "IA3"}),
     ("peft", {"peft_type": "LOHA", "r": 2}),
+    ("adaptformer", {"bottleneck": 8}),  # its up projection starts at zero
+    ("bitfit", {}),
+    ("ln_tune", {}),
 ])
 def test_method_leaves_the_function_unchanged_at_init(tiny, images, method, args):
     reference = outputs(tiny(), images)
@@ -190,6 +194,10 @@ def test_block_expansion_explicit_interval(tiny):
     ("lora_qkv", {"r": 4}),
     ("block_expansion", {"p": 2}),
     ("peft", {"peft_type": "LORA", "r": 4, "use_dora": True}),
+    ("vpt_shallow", {"length": 3}),
+    ("vpt_deep", {"length": 3}),
+    ("adaptformer", {"bottleneck": 8}),
+    ("ssf", {}),
 ])
 def test_routed_view_computes_the_pretrained_function_and_restores(tiny, images, method, args):
     pretrained = outputs(tiny(), images)
@@ -219,7 +227,7 @@ def test_routed_view_is_restored_after_an_exception(tiny, images):
     assert not any(layer.disable_adapters for layer in model.modules() if isinstance(layer, BaseTunerLayer))
 
 
-@pytest.mark.parametrize("method", ["full", "topk", "linear"])
+@pytest.mark.parametrize("method", ["full", "topk", "linear", "bitfit", "ln_tune"])
 def test_methods_without_a_pretrained_path_route_to_none(tiny, method):
     with registry.routed(registry.apply(tiny(), method, {})) as view:
         assert view is None
@@ -248,6 +256,15 @@ def test_methods_without_a_pretrained_path_route_to_none(tiny, method):
     ("peft", {"peft_type": "NOPE"}, "unknown peft_type 'NOPE'"),
     ("peft", {"peft_type": "LORA", "rank": 4}, "bad LORA options"),
     ("peft", {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 4, "task_type": "SEQ_CLS"}, "PROMPT_TUNING is prompt learning"),
+    ("vpt_shallow", {"length": 0}, "method 'vpt_shallow': length must be an integer >= 1, got 0"),
+    ("vpt_deep", {"length": 2.5}, "method 'vpt_deep': length must be an integer >= 1"),
+    ("vpt_deep", {"dropout": 1.0}, "method 'vpt_deep': dropout must be in"),
+    ("adaptformer", {"bottleneck": 0}, "method 'adaptformer': bottleneck must be an integer >= 1, got 0"),
+    ("adaptformer", {"scale": float("nan")}, "method 'adaptformer': scale must be a finite number > 0, got nan"),
+    ("adaptformer", {"scale": float("inf")}, "scale must be a finite number > 0, got inf"),
+    ("adaptformer", {"scale": 0}, "scale must be a finite number > 0"),
+    ("ssf", {"init": 1}, "method 'ssf': unknown argument 'init'"),
+    ("bitfit", {"norms": True}, "method 'bitfit': unknown argument 'norms'"),
 ])
 def test_bad_arguments_are_refused_by_check(method, args, message):
     with pytest.raises(VitpeftError, match=message):
@@ -273,7 +290,10 @@ def test_lora_can_target_other_linear_layers(tiny, images):
 
 # --- trainable weights round trip, model builders ---------------------------
 
-@pytest.mark.parametrize("method,args", [("lora", {"r": 2}), ("block_expansion", {"p": 2}), ("topk", {"k": 1})])
+@pytest.mark.parametrize("method,args", [
+    ("lora", {"r": 2}), ("block_expansion", {"p": 2}), ("topk", {"k": 1}), ("vpt_deep", {"length": 2}),
+    ("adaptformer", {"bottleneck": 4}), ("ssf", {}), ("bitfit", {}),
+])
 def test_trainable_state_round_trips_into_a_fresh_model(tiny, images, method, args):
     model = registry.apply(tiny(), method, args)
     perturb_trainable(model)
@@ -326,6 +346,7 @@ def test_for_training_loads_the_checkpoint_and_trained_loads_the_run(tmp_path, t
     run = tmp_path / "run"
     run.mkdir()
     save_file(registry.trainable_state(model), run / "trainable.safetensors")
+    digests.seal(run)  # as vitpeft train records the run's files
     trained = model_lib.trained(spec, run, "cpu").eval()
     torch.testing.assert_close(outputs(trained, images), outputs(model, images))
 
@@ -336,6 +357,7 @@ def test_trained_without_weights_or_with_another_methods_weights_is_an_error(tmp
         model_lib.trained(spec, tmp_path, "cpu")
     linear = model_lib.for_training(make_spec(tiny_model_cfg, "linear"), "cpu")
     save_file(registry.trainable_state(linear), tmp_path / "trainable.safetensors")
+    digests.seal(tmp_path)
     with pytest.raises(VitpeftError, match="trainable.safetensors: trained weights do not fit"):
         model_lib.trained(spec, tmp_path, "cpu")
 
@@ -349,6 +371,8 @@ def test_for_training_checks_arguments_before_reading_the_checkpoint(tmp_path, t
 @pytest.mark.parametrize("method,args", [
     ("full", {}), ("topk", {"k": 2}), ("linear", {}), ("lora", {"r": 2}),
     ("block_expansion", {"p": 2}), ("peft", {"peft_type": "LORA", "r": 2, "use_dora": True}),
+    ("vpt_shallow", {"length": 2}), ("vpt_deep", {"length": 2}), ("adaptformer", {"bottleneck": 4}), ("ssf", {}),
+    ("bitfit", {}), ("ln_tune", {}),
 ])
 def test_one_training_step_moves_exactly_the_trainable_weights(tiny, images, method, args):
     model = registry.apply(tiny(), method, args).train()
@@ -361,3 +385,107 @@ def test_one_training_step_moves_exactly_the_trainable_weights(tiny, images, met
         optimizer.step()
     moved = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert moved == trainable_names(model)
+
+
+# --- the visual PEFT families ---------------------------------------------
+
+def vit_b_parameters(select) -> int:
+    """Parameters of timm's own ViT-B/16 (no method applied) that `select(name, module, param_name)` picks."""
+    model = build_model(VIT_B, num_classes=100, device="meta")
+    return sum(param.numel() for name, module in model.named_modules() if not name.startswith("head")
+               for param_name, param in module.named_parameters(recurse=False) if select(name, module, param_name))
+
+
+def counted(method, args=None):
+    """What the method trains at ViT-B/16, outside the 100-class head."""
+    return registry.count_trainable(make_spec(VIT_B, method, args, num_classes=100)) - (768 * 100 + 100)
+
+
+def test_bitfit_and_ln_tune_count_timm_vit_b16s_own_biases_and_layernorms():
+    biases = vit_b_parameters(lambda name, module, param: param == "bias")
+    norms = vit_b_parameters(lambda name, module, param: isinstance(module, torch.nn.LayerNorm))
+    assert (biases, norms) == (102_912, 38_400)  # BitFit's and LayerNorm tuning's published ViT-B/16 counts
+    assert counted("bitfit") == biases and counted("ln_tune") == norms
+
+
+def test_prompt_and_adapter_counts_follow_their_formulas_at_vit_b16():
+    width, depth = 768, 12
+    for length in (1, 5, 50):
+        assert counted("vpt_shallow", {"length": length}) == length * width
+        assert counted("vpt_deep", {"length": length}) == length * width * depth
+    for bottleneck in (8, 64):  # down (width x b + b) and up (b x width + width) per block
+        per_block = 2 * width * bottleneck + bottleneck + width
+        assert counted("adaptformer", {"bottleneck": bottleneck}) == depth * per_block
+    assert counted("adaptformer") == 1_189_632
+
+
+def test_ssf_counts_a_scale_and_a_shift_per_channel_of_every_linear_layernorm_and_the_patch_embedding():
+    channels = vit_b_parameters(lambda name, module, param: param == "bias"
+                                and isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d)))
+    assert channels == 102_912 and counted("ssf") == 2 * channels == 205_824  # 134 x 768 channels, x 2
+
+
+def test_vpt_inserts_prompts_after_cls_and_deep_replaces_them_at_every_block(tiny, images):
+    model = registry.apply(tiny(), "vpt_deep", {"length": 3})
+    seen = []
+    for block in model.blocks:
+        block.register_forward_pre_hook(lambda block, args: seen.append(args[0].detach().clone()))
+    outputs(model, images)
+    prompts, patches = model.vpt.tokens, model.patch_embed.num_patches
+    assert prompts.shape == (12, 3, 32) and [x.shape[1] for x in seen] == [1 + 3 + patches] * 12
+    for i, x in enumerate(seen):  # every block sees its own prompts right after [CLS], as given
+        assert torch.equal(x[:, 1:4], prompts[i].expand(4, -1, -1))
+    shallow = registry.apply(tiny(), "vpt_shallow", {"length": 3})
+    assert shallow.vpt.tokens.shape == (1, 3, 32)
+    with torch.no_grad():  # the final norm and the head see the model's own [CLS] and patch tokens
+        assert shallow.forward_features(images).shape == tiny().forward_features(images).shape == (4, 1 + patches, 32)
+
+
+def test_adaptformer_adds_its_scaled_bottleneck_of_the_residual_stream_beside_the_mlp(tiny):
+    model = registry.apply(tiny(), "adaptformer", {"bottleneck": 4, "scale": 0.5}).eval()
+    perturb_trainable(model)
+    block, x = model.blocks[2], torch.randn(2, 1 + model.patch_embed.num_patches, 32)
+    adapter = block.adaptmlp
+    with torch.no_grad():
+        stream = x + block.attn(block.norm1(x))
+        expected = stream + block.mlp(block.norm2(stream)) + 0.5 * adapter.up_proj(adapter.down_proj(stream).relu())
+        torch.testing.assert_close(block(x), expected, atol=1e-6, rtol=0)
+
+
+def test_ssf_merged_into_the_weights_computes_the_same_function_and_leaves_no_routed_view(tiny, images):
+    from vitpeft.methods import ssf
+
+    model = registry.apply(tiny(), "ssf", {}).eval()
+    perturb_trainable(model)
+    unmerged = outputs(model, images)
+    ssf.merge(model)
+    torch.testing.assert_close(outputs(model, images), unmerged, atol=1e-5, rtol=1e-5)
+    assert not any(ss.enabled for ss in ssf.scale_shifts(model))
+
+
+def test_every_method_with_a_routed_view_is_named_so_for_planning():
+    """arguments.ROUTED_VIEWS (torch-free: planning reads it) is exactly the methods whose module has `routed`."""
+    assert {method for method in registry.REGISTRY if registry.has_routed_view(method)} == set(configs.ROUTED_VIEWS)
+    with pytest.raises(VitpeftError, match="method 'bitfit' has no routed view: it trains pretrained weights in place"):
+        configs.routed_view("bitfit")
+    with pytest.raises(VitpeftError, match="method 'linear' has no routed view: it trains only a head"):
+        configs.routed_view("linear")
+    assert configs.routed_view("vpt_deep") == "no prompts"
+
+
+@pytest.mark.parametrize("method,args", [
+    ("vpt_shallow", {"length": 3}), ("vpt_deep", {"length": 3}), ("adaptformer", {"bottleneck": 8}), ("ssf", {}),
+    ("block_expansion", {"p": 2}),
+])
+def test_routed_view_gives_the_pretrained_features_bit_for_bit(tiny, images, method, args):
+    """The source column's routed score is the untouched backbone's (its cached features): exactly, not nearly.
+    (LoRA's view runs the split qkv, equal to the fused one within 1e-6: the test above.)"""
+    from vitpeft.models.backbone import features
+
+    with torch.no_grad():
+        pretrained = features(tiny(), images)
+        model = registry.apply(tiny(), method, args).eval()
+        perturb_trainable(model)
+        assert not torch.equal(features(model, images), pretrained)
+        with registry.routed(model) as view:
+            assert torch.equal(features(view, images), pretrained)

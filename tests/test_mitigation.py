@@ -56,6 +56,30 @@ def test_l2sp_keeps_the_backbone_closer_to_the_pretrained_weights(tmp_path, colo
     assert drift[5.0] < drift[0.0]
 
 
+@pytest.mark.parametrize("anchor", [None, "pretrained", "start"])
+def test_l2sp_after_a_start_anchors_at_the_pretrained_weights_unless_told_the_start(tmp_path, colours, anchor):
+    """A shared task-sequence step starts from the run before it. L2-SP's w_0 is then the pretrained backbone
+    (the default: the study measures what is kept of pre-training), or with anchor: start the weights it starts
+    from; the training loop builds its penalty so."""
+    from vitpeft.study import spec as spec_lib
+    from vitpeft.training.draws import load_data
+    from vitpeft.training.train import Run
+
+    args = {"alpha": 0.1, **({"anchor": anchor} if anchor else {})}
+    first = make_spec(colours, "l2sp", args, steps=6)
+    before = train(first, tmp_path / "first", tmp_path / ".resume", device="cpu")
+    step = spec_lib.resolve({**first, "name": "tiny_l2sp.step2",
+                             "start": {"run": str(before), "spec_hash": spec_lib.spec_hash(first)}})
+    run = Run(step, load_data(step, torch.device("cpu")), torch.device("cpu"))
+    names = [name for name, param in run.model.named_parameters() if param.requires_grad and not name.startswith("head.")]
+    started = {name: param.detach().clone() for name, param in run.model.named_parameters()}
+    pretrained = dict(model_lib.pretrained(step).named_parameters())
+    expected = started if anchor == "start" else pretrained
+    assert len(run.penalty.reference) == len(names)
+    assert all(torch.equal(ref, expected[name]) for ref, name in zip(run.penalty.reference, names))
+    assert any(not torch.equal(started[name], pretrained[name]) for name in names)  # the two anchors differ here
+
+
 def test_lpft_second_stage_starts_from_the_probe_head_and_the_untouched_backbone(tmp_path, colours):
     probe = 8
     args = {"probe_steps": probe, "probe_lr": 0.1, "probe_warmup_steps": 2}
@@ -85,6 +109,7 @@ def test_lpft_stages_split_the_steps_and_scale_the_warm_up():
     ("l2sp", {"alpha": -0.1}, "method 'l2sp': alpha must be a finite number >= 0, got -0.1"),
     ("l2sp", {"beta": float("inf")}, "method 'l2sp': beta must be a finite number >= 0, got inf"),
     ("l2sp", {"alpha": float("nan")}, "method 'l2sp': alpha must be a finite number >= 0, got nan"),
+    ("l2sp", {"anchor": "previous"}, "method 'l2sp': anchor must be one of pretrained, start, got 'previous'"),
     ("lpft", {"probe_steps": 0}, "method 'lpft': probe_steps must be an integer >= 1, got 0"),
     ("lpft", {"probe_lr": -1}, "method 'lpft': probe_lr must be a positive number, got -1"),
 ])
@@ -102,28 +127,11 @@ def test_params_counts_every_weight_of_vit_b_for_lpft_and_l2sp(method):
     assert registry.count_trainable(spec) == 85_875_556
 
 
-def test_the_best_alpha_row_has_the_highest_mean_over_seeds_and_ties_go_to_the_larger_alpha():
-    import pandas as pd
-
+def test_the_pareto_front_keeps_the_points_no_other_beats_in_both():
     from vitpeft.report.plots import pareto_front
-    from vitpeft.report.tables import MITIGATION, best_alpha_rows
 
-    points = pd.DataFrame([
-        # seed 0 and 1 of `full` at three alphas: means (t + s) / 2 of 50, 60 and 60 -> alpha 1 wins the tie
-        ("synthetic", "full", 0, 0.0, 40.0, 60.0), ("synthetic", "full", 1, 0.0, 40.0, 60.0),
-        ("synthetic", "full", 0, 0.5, 70.0, 50.0), ("synthetic", "full", 1, 0.5, 80.0, 40.0),
-        ("synthetic", "full", 0, 1.0, 90.0, 30.0), ("synthetic", "full", 1, 1.0, 90.0, 30.0),
-    ], columns=["dataset", "experiment", "seed", "alpha", "target_acc", "source_acc"])  # fmt: skip
-    per_seed = pd.DataFrame({"dataset": ["synthetic"] * 2, "experiment": ["full"] * 2, "seed": [0, 1],
-                             "method": ["full"] * 2, "trainable_params": [100, 100]})  # fmt: skip
-    row = best_alpha_rows(points, per_seed).iloc[0]
-    assert (row["experiment"], row["family"], row["n_seeds"]) == ("full WiSE a=1", MITIGATION, 2)
-    assert (row["target_acc"], row["source_acc"], row["mean"]) == (90.0, 30.0, 60.0)
-    points.loc[points["alpha"] == 0.5, "source_acc"] += 1  # now alpha 0.5 is strictly best: 75 ± 7.07 target
-    row = best_alpha_rows(points, per_seed).iloc[0]
-    assert row["experiment"] == "full WiSE a=0.5" and row["target_acc"] == 75.0
-    assert row["target_acc_std"] == pytest.approx(7.0711, abs=1e-4)
     assert pareto_front([40, 75, 90, 60], [60, 46, 30, 40]) == [(40, 60), (75, 46), (90, 30)]  # (60, 40) is beaten
+    assert pareto_front([50, float("nan")], [50, 90]) == [(50, 50)]  # a point without a score is no point
 
 
 @pytest.mark.parametrize("stop_at", [5, 8, 11])  # inside the probe, at its last step, inside the fine-tuning

@@ -169,3 +169,37 @@ def test_the_vitpeft_params_command_prints_the_papers_grid():
         (name, expected) for name, (_, _, expected) in PAPER_GRID.items()]
     bad = vitpeft_cli("params", "--config", "config/absent.yaml")
     assert bad.returncode == 2 and bad.stderr.strip() == "vitpeft params: error: config file not found: config/absent.yaml"
+
+
+# The visual PEFT rows of config/peft.yaml at ViT-B/16 (100-class head): their formulas (tests/test_methods.py checks
+# them against timm's own model: biases, LayerNorms, channels).
+HEAD, WIDTH, DEPTH = 768 * 100 + 100, 768, 12
+PEFT_ROWS = {
+    "vpt_shallow": 5 * WIDTH + HEAD,
+    "vpt_deep": 5 * WIDTH * DEPTH + HEAD,
+    "adaptformer": DEPTH * (2 * WIDTH * 64 + 64 + WIDTH) + HEAD,
+    "ssf": 2 * 134 * WIDTH + HEAD,
+    "bitfit": 102_912 + HEAD,
+    "ln_tune": 38_400 + HEAD,
+}
+
+
+def test_the_peft_config_counts_the_papers_grid_and_every_visual_peft_row_exactly(capsys):
+    out = run_params(capsys, "--config", str(REPO / "config" / "peft.yaml"), "--format", "csv")
+    trainable = {row["experiment"]: int(row["trainable"]) for row in csv.DictReader(io.StringIO(out))}
+    assert trainable == {**{name: expected for name, (_, _, expected) in PAPER_GRID.items()}, **PEFT_ROWS}
+
+
+def test_cost_adds_flops_memory_and_stored_parameters_at_the_chosen_scale(capsys, tmp_path):
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    demo["experiments"] = [{"name": "linear", "method": "linear"}, {"name": "vpt_deep", "method": "vpt_deep"}]
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(demo))
+    out = run_params(capsys, "--config", str(tmp_path / "two.yaml"), "--format", "csv", "--cost")
+    rows = {row["experiment"]: row for row in csv.DictReader(io.StringIO(out))}
+    assert list(rows["linear"]) == params.COLUMNS + params.COST_COLUMNS
+    linear, deep = rows["linear"], rows["vpt_deep"]
+    assert int(linear["stored_params"]) == int(deep["stored_params"]) - 12 * 5 * 32 == 159_594  # demo: full's count
+    assert int(deep["train_flops_per_image"]) > 2 * int(linear["train_flops_per_image"])  # backprop to the input
+    assert int(linear["memory_estimate_bytes"]) < int(deep["memory_estimate_bytes"])
+    table = run_params(capsys, "--config", str(tmp_path / "two.yaml"), "--cost").splitlines()
+    assert table[0].split()[-5:] == ["train", "FLOPs/img", "memory", "(estimate)", "stored"]

@@ -37,7 +37,7 @@ def keys(plan: Plan) -> dict:
     for dataset, node in plan.pretrained_target.items():
         out[f"pretrained_target/{dataset}"] = node.key
     for run in plan.runs.values():
-        for column in ("train", "target", "source", "curve"):
+        for column in ("train", "target", "source", "curve", "interpolation", "wise"):
             node = getattr(run, column)
             if node is not None:
                 out[f"{column}/{run.label}"] = node.key
@@ -240,3 +240,32 @@ def test_a_second_config_file_with_the_studys_name_is_a_clash_until_its_own_repo
     assert edited.name_clash("config/config.yaml") is None  # an edit of the study's own file reruns it, as it should
     record.write_text('{"config": {"path": "/home/alice/vitpeft/config/config.yaml"}}')  # pulled from her clone
     assert edited.name_clash("config/config.yaml") is None and edited.name_clash("config/copy.yaml")
+
+
+def test_the_alpha_choice_rekeys_only_the_whole_bank_scores_and_the_report():
+    """On a dataset with a validation split (on one without, choosing on held-out data changes training: below)."""
+    raw = raw_paper()
+    raw["target"]["datasets"] = ["dtd"]
+    raw["interpolation"] = {"enabled": True}
+    on_test = copy.deepcopy(raw)
+    on_test["interpolation"]["choose_on"] = "test"
+    names = changed(plan_of(raw), plan_of(on_test))
+    assert names == {"report"} | {f"wise/{run.label}" for run in plan_of(raw).runs.values() if run.wise}
+    assert len(names) == 1 + 9  # every run but linear's
+
+
+def test_choosing_alpha_on_held_out_data_holds_the_slice_out_of_training_where_there_is_no_validation_split():
+    raw = raw_paper()
+    raw["target"]["datasets"] = ["cifar100", "dtd"]  # no validation split; an official one
+    raw["interpolation"] = {"enabled": True}
+    plan = plan_of(raw)
+    for run in plan.runs.values():
+        assert run.spec["train"].get("hold_out") is (True if run.dataset == "cifar100" else None), run.label
+    on_test = copy.deepcopy(raw)
+    on_test["interpolation"]["choose_on"] = "test"  # the upper bound needs no held-out data: the paper's training
+    assert all("hold_out" not in run.spec["train"] for run in plan_of(on_test).runs.values())
+    best_val = copy.deepcopy(raw)
+    best_val["train"]["selection"] = "best_val"  # best_val holds the same slice out already: no second flag
+    assert all("hold_out" not in run.spec["train"] for run in plan_of(best_val).runs.values())
+    off = plan_of(raw_paper())
+    assert changed(off, plan_of(on_test)) & {f"train/{run.label}" for run in off.runs.values()} == set()

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,13 +16,21 @@ from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from vitpeft.study import config
-from vitpeft.report import plots, provenance, tables
+from vitpeft.report import labels, plots, provenance, tables
 from vitpeft.cli import main
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import write_json
+from vitpeft import digests
+from vitpeft.digests import write_json  # metrics carry their digest, as the eval commands write them
+from vitpeft.fileio import write_json as write_plain_json
 from vitpeft.study.plan import Plan
 
 SQRT2 = math.sqrt(2)
+
+
+def unsealed(path) -> dict:
+    """A metrics file's record without its digest, to edit and write again (write_json seals it anew)."""
+    return {key: value for key, value in json.loads(Path(path).read_text()).items() if key != digests.JSON_KEY}
+
 EXPERIMENTS = [  # config order; the report regroups them by family
     {"name": "block_p1", "method": "block_expansion", "args": {"p": 1},
      "paper": {"params": 7200000, "target": 82.72, "source": 75.75}},
@@ -45,10 +54,24 @@ CURVES = {
     ("full", 1): (60.0, 30.0, 21.0, 15.0, 14.0),  # 65% lost at step 10
 }
 STEADY = (80.0, 79.0, 78.0, 77.0, 76.0)  # the other runs: 2.5% lost at step 10
+# name: a run's summary.json `cost` (vitpeft.training.cost.record's keys); block_p1 stands for a run trained before
+# costs were recorded (none)
+COSTS = {
+    "full": {"forward_flops_per_image": 12_240_000, "train_flops_per_image": 36_431_424, "train_flops": 699_483_340_800,
+             "memory_estimate_bytes": 53_477_376, "memory_measured_bytes": None, "trained_params": 85875556,
+             "stored_params": 85875556},
+    "linear": {"forward_flops_per_image": 12_240_000, "train_flops_per_image": 12_240_000, "train_flops": 235_008_000_000,
+               "memory_estimate_bytes": 5_242_880, "memory_measured_bytes": None, "trained_params": 76900,
+               "stored_params": 85875556},
+    "lora_r4": {"forward_flops_per_image": 12_560_000, "train_flops_per_image": 25_550_000, "train_flops": 490_560_000_000,
+                "memory_estimate_bytes": 50_331_648, "memory_measured_bytes": None, "trained_params": 224356,
+                "stored_params": 86023012},
+}  # fmt: skip
 
 
-def study(datasets=("synthetic", "cifar100"), seeds=(0, 1), curve=True, source=True) -> dict:
+def study(datasets=("synthetic", "cifar100"), seeds=(0, 1), curve=True, source=True, interpolation=None) -> dict:
     return {
+        **({"interpolation": interpolation} if interpolation else {}),
         "name": "t",
         "seeds": list(seeds),
         "backbone": {"pretrain": True},
@@ -87,7 +110,9 @@ def write_metrics(plan: Plan) -> None:
         write_json(run.target.path, {"metric": "classifier", "top1": target, "top5": 99.0})
         if run.source:
             write_json(run.source.path, _source(source, routed))
-        write_json(f"{run.train.path}/summary.json", {"trainable_params": params, "selected_step": 50})
+        cost = {"cost": COSTS[name]} if name in COSTS else {}
+        write_plain_json(f"{run.train.path}/summary.json", {"trainable_params": params, "selected_step": 50, **cost})
+        digests.seal(run.train.path)  # the run folder's SHA256SUMS, as vitpeft train writes it
         if run.curve:
             write_json(run.curve.path, _curve(CURVES.get((name, seed), STEADY), target))
 
@@ -263,7 +288,7 @@ def test_the_tradeoff_plot_draws_error_bars_with_seeds_and_one_panel_per_dataset
         "synthetic: stability-plasticity trade-off", "cifar100: stability-plasticity trade-off"
     ]  # fmt: skip
     bars = [container for container in axes[0].containers if isinstance(container, ErrorbarContainer)]
-    assert len(bars) == 3  # one per family
+    assert len(bars) == 4  # one per experiment, each in its own colour
     assert "target accuracy (%)" in axes[0].get_xlabel() and "(%)" in axes[0].get_ylabel()
 
 
@@ -339,7 +364,7 @@ def test_report_command_writes_every_file_then_the_provenance(made, tmp_path, ca
     plan = made()
     path = _config_file(tmp_path, plan)
     provenance = plan.report.path
-    write_json(f"{os.path.dirname(provenance)}/report-0123456789ab.json", {"old": True})  # an earlier version's
+    write_plain_json(f"{os.path.dirname(provenance)}/report-0123456789ab.json", {"old": True})  # an earlier version's
     args = ["report", "--config", path, "--out", plan.results, "--provenance", provenance]
     assert main(args) == 0
 
@@ -378,7 +403,7 @@ def test_the_index_maps_every_run_and_seed_to_its_current_folder_and_files(made,
     assert main(["report", "--config", path, "--out", plan.results, "--provenance", plan.report.path]) == 0
     index = pd.read_csv(tmp_path / plan.results / "index.csv", dtype=str, keep_default_na=False)
     assert list(index.columns) == ["dataset", "experiment", "seed", "key", "run", "spec", "target", "source",
-                                   "curve", "config"]  # fmt: skip
+                                   "curve", "interpolation", "wise", "config"]  # fmt: skip
     assert len(index) == 2 + 2 * 4 * 2  # the untouched backbone per dataset, then every run
     assert set(index["config"]) == {path}
     rows = index.set_index(["dataset", "experiment", "seed"])
@@ -437,12 +462,26 @@ def test_a_missing_curve_is_named(made):
         tables.build(plan)
 
 
+def test_a_figure_changed_in_a_metrics_file_is_refused_but_its_layout_may_change(made):
+    """The digest inside each metrics file covers its content: a flipped digit is refused, re-indenting is not."""
+    plan = made()
+    path = plan.runs[("synthetic", "full", 0)].target.path
+    text = Path(path).read_text()
+    recorded = json.loads(text)["sha256"]
+    Path(path).write_text(json.dumps(json.loads(text)))  # one line instead of indented: the same content
+    tables.build(plan)
+    at = text.index('"top1": ') + len('"top1": ')
+    Path(path).write_text(text[:at] + ("1" if text[at] != "1" else "2") + text[at + 1:])  # one digit flipped
+    with pytest.raises(VitpeftError, match=f"target metrics {path} is corrupt: .* it records {recorded}; delete it"):
+        tables.build(plan)
+
+
 def test_invalid_json_is_named(made):
     plan = made()
     path = plan.pretrained_target["cifar100"].path
     with open(path, "w") as handle:
         handle.write('{"metric": "knn", "top1": ')
-    with pytest.raises(VitpeftError, match=f"target metrics {path} is not valid JSON .*delete it and rerun"):
+    with pytest.raises(VitpeftError, match=f"target metrics {path} is corrupt: not valid JSON .*delete it and rerun"):
         tables.build(plan)
 
 
@@ -514,3 +553,216 @@ def test_an_out_folder_that_is_a_file_is_refused_before_writing(made, tmp_path, 
     assert error.count("\n") == 0 and "--out" in error and "notes is a file, not a folder" in error
     assert (tmp_path / "notes").read_text() == "mine" and not os.path.exists(plan.report.path)
 
+
+
+# ---------------------------------------------------------------- interpolation: every column one protocol
+
+ALPHAS = [0, 0.5, 1]
+WHOLE_BANK_GAP = 3.0  # eval-wise's whole-bank k-NN here: the subsample's at the chosen alpha + 3, so they differ
+CHOSEN = {"full": 0.5, "lora_r4": 1, "block_p1": 0.5}  # what eval-wise chose (seed 1 of full chose 0 instead)
+
+
+def sweep_point(name, seed, alpha) -> dict:
+    """A sweep's point: test top-1, held-out top-1 and subsample k-NN, distinct per run and alpha."""
+    shift = 10 * ALPHAS.index(alpha) + seed
+    return {"alpha": alpha, "target_acc": 60.0 + shift, "val_acc": 55.0 + shift, "source_acc": 70.0 - shift,
+            "source_knn": {"20": 70.0 - shift}}
+
+
+def write_interpolation(plan) -> dict:
+    """Every interpolated run's sweep and chosen-alpha file; {(dataset, experiment, seed): (alpha, point)}."""
+    chosen = {}
+    for (dataset, name, seed), run in plan.runs.items():
+        if run.interpolation is None:
+            continue
+        points = [sweep_point(name, seed, alpha) for alpha in ALPHAS]
+        write_json(run.interpolation.path, {"points": points, "source_data": "subsample: 10 and 10 per class",
+                                            "val_data": "held-out 0.1 of train"})
+        alpha = 0 if (name, seed) == ("full", 1) else CHOSEN[name]
+        point = points[ALPHAS.index(alpha)]
+        whole = point["source_acc"] + WHOLE_BANK_GAP
+        write_json(run.wise.path, {
+            "alpha": alpha, "choose_on": "validation", "target_acc": point["target_acc"],
+            "source_acc_subsample": point["source_acc"], "knn": {"10": whole - 1, "20": whole}, "headline_k": 20,
+            "top1": whole, "chosen_on": {"target": "held-out 0.1 of train", "source": "subsample: 10 and 10 per class"},
+        })  # fmt: skip
+        chosen[(dataset, name, seed)] = (alpha, point)
+    return chosen
+
+
+@pytest.fixture
+def interpolated(made):
+    plan = made(interpolation={"enabled": True, "alphas": ALPHAS})
+    return plan, write_interpolation(plan)
+
+
+def test_wise_rows_show_the_whole_bank_in_the_source_column_and_the_subsample_in_its_own(interpolated):
+    plan, chosen = interpolated
+    built = tables.build(plan)
+    full = row(built.table, "synthetic", "full WiSE")  # seed 0 chose 0.5, seed 1 chose 0
+    picks = [chosen[("synthetic", "full", seed)][1] for seed in (0, 1)]
+    assert full.source_acc == pytest.approx(sum(p["source_acc"] + WHOLE_BANK_GAP for p in picks) / 2)
+    assert full.source_acc_subsample == pytest.approx(sum(p["source_acc"] for p in picks) / 2)
+    assert full.target_acc == pytest.approx(sum(p["target_acc"] for p in picks) / 2)  # the test split's, there
+    assert full["mean"] == pytest.approx((full.target_acc + full.source_acc) / 2)
+    assert (full.family, full.n_seeds, full.alpha) == ("Forgetting mitigation", 2, 0.25)
+    assert "not" not in str(row(built.table, "cifar100", "lora_r4 WiSE").chosen_on)  # the choice's data, per row
+    assert "linear WiSE" not in set(built.table["experiment"])  # an untouched backbone has nothing to interpolate
+    per_seed = built.per_seed.set_index(["dataset", "experiment", "seed"])
+    assert per_seed.loc[("synthetic", "full WiSE", 1), "alpha"] == 0
+    assert per_seed.loc[("synthetic", "full WiSE", 1), "chosen_on"].startswith("target: held-out 0.1 of train")
+
+    headers, rows = tables.display_rows(built)
+    cells = dict(zip(headers, next(cells for cells in rows if cells[2] == "full WiSE")))
+    assert cells["Source k-NN"] == f"{full.source_acc:.2f} ± {full.source_acc_std:.2f}"  # the whole bank
+    assert cells[tables.SUBSAMPLE_HEADER].startswith(f"{full.source_acc_subsample:.2f} ± ")
+    assert cells[tables.ALPHA_HEADER] == "0.5 / 0"  # each seed's own alpha, in seed order
+    trained = dict(zip(headers, next(cells for cells in rows if cells[2] == "full")))
+    assert trained[tables.SUBSAMPLE_HEADER] == "13.00 ± 1.41" and trained[tables.ALPHA_HEADER] == ""
+
+    text, tex, page = tables.markdown(built), tables.latex(built), tables.html(built, "t")
+    assert "Source k-NN: DINO's weighted k-NN" in text and "the whole source bank and query set, on every row" in text
+    assert "Source k-NN on the subsample: the same k-NN on the curve's class-balanced subsample" in text
+    assert "each run at its own alpha" in text and "with the target top-1 on held-out data" in text
+    assert "\\caption{" in tex and "Source k-NN on the subsample: the same k-NN" in tex and "±" not in tex
+    assert "\\_" in tex and "full WiSE" in tex  # experiment names escaped for LaTeX
+    assert f"<td>{cells['Source k-NN']}</td>" in page and "on the curve&#x27;s class-balanced subsample" in page
+
+
+def test_interpolation_csv_marks_each_runs_chosen_alpha(interpolated, tmp_path):
+    plan, chosen = interpolated
+    provenance.write(tables.build(plan), "out", "prov/report-x.json", _config_file(tmp_path, plan), plan)
+    points = pd.read_csv("out/interpolation.csv")
+    assert list(points.columns) == tables.INTERPOLATION_COLUMNS
+    marked = points[points["chosen"]].set_index(["dataset", "experiment", "seed"])["alpha"]
+    assert marked.to_dict() == {key: alpha for key, (alpha, _) in chosen.items()}
+    for name in ("tradeoff", "interpolation"):
+        assert Path(f"out/{name}.pdf").read_bytes().startswith(b"%PDF") and Path(f"out/{name}.png").stat().st_size
+
+
+def test_a_chosen_alpha_outside_the_planned_grid_is_refused(interpolated):
+    plan, _ = interpolated
+    path = plan.runs[("synthetic", "full", 0)].wise.path
+    write_json(path, {**unsealed(path), "alpha": 0.75})
+    with pytest.raises(VitpeftError, match=f"{path}: alpha 0.75 chosen on 'validation', but the study plans alphas"):
+        tables.build(plan)
+
+
+def test_test_chosen_rows_are_named_as_the_upper_bound_they_are(made):
+    plan = made(interpolation={"enabled": True, "alphas": ALPHAS, "choose_on": "test"})
+    write_interpolation(plan)
+    for run in plan.runs.values():
+        if run.wise:
+            write_json(run.wise.path, {**unsealed(run.wise.path), "choose_on": "test"})
+    built = tables.build(plan)
+    assert "full WiSE (test-chosen)" in set(built.table["experiment"])
+    assert "an upper bound of what WiSE-FT offers, not a held-out result" in tables.markdown(built)
+
+
+def test_an_early_loss_inside_a_probe_stage_says_it_is_zero_by_construction(made):
+    plan = made()
+    for (dataset, name, seed), run in plan.runs.items():
+        if name == "full":  # as an LP-FT run records its stages: the probe covers step 10
+            write_plain_json(f"{run.train.path}/summary.json", {"trainable_params": 85875556, "selected_step": 50,
+                             "stages": [{"start": 0, "steps": 25, "head_only": True},
+                                        {"start": 25, "steps": 25, "head_only": False}]})  # fmt: skip
+            digests.seal(run.train.path)
+    built = tables.build(plan)
+    assert row(built.table, "synthetic", "full").early_frozen is True
+    assert row(built.table, "synthetic", "lora_r4").early_frozen is False
+    text = tables.markdown(built)
+    full = next(line for line in text.splitlines() if "| full " in line)
+    assert "| 70.00 ± 7.07 (in probe) " in full and "- synthetic / full: 70.00 ± 7.07% (in probe)" in text
+    assert "(in probe): step 10 lies in the run's linear-probe stage" in text
+
+
+# ---------------------------------------------------------------- figures a paper can use
+
+
+def test_no_two_labels_overlap_even_where_points_coincide(interpolated):
+    plan, _ = interpolated
+    for run in plan.runs.values():  # lora_r4 scores exactly as block_p1: one label names both
+        if run.experiment == "lora_r4":
+            twin = plan.runs[(run.dataset, "block_p1", run.seed)]
+            for node in (run.target, run.source):
+                Path(node.path).write_text(Path(getattr(twin, node.path.split("/")[-1].split("-")[0]).path).read_text())
+    built = tables.build(plan)
+    figure = plots.tradeoff_figure(built)
+    texts = [text.get_text() for text in figure.axes[0].texts]
+    assert "lora_r4 = block_p1" in texts or "block_p1 = lora_r4" in texts
+    assert labels.overlaps(figure) == []
+    assert labels.overlaps(plots.interpolation_figure(built)) == []
+
+
+def test_labels_of_a_crowd_of_points_stay_apart_and_inside_the_axes():
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    rng = np.random.default_rng(0)
+    figure = Figure(figsize=(6, 4.5))
+    ax = figure.subplots()
+    x, y = rng.normal(80, 3, 30), rng.normal(60, 3, 30)  # 30 points in a few label widths
+    ax.scatter(x, y)
+    ax.margins(0.15)
+    placed = labels.place(ax, [labels.Label(a, b, f"experiment_{i}") for i, (a, b) in enumerate(zip(x, y))])
+    assert len(placed) == 30 and labels.overlaps(figure) == []
+    frame = ax.get_window_extent(labels.renderer_of(figure))
+    for text in placed:
+        box = Text.get_window_extent(text, labels.renderer_of(figure))
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+
+
+def test_colours_follow_the_method_families(made):
+    built = tables.build(made())
+    shade = plots.colours(built.table)
+    blue, green = shade["full"], shade["block_p1"]
+    assert blue[2] > blue[0] and green[1] > green[0] and green[1] > green[2]  # Blues and Greens
+    assert shade["full"] != shade["linear"]  # a shade per experiment within its family
+# ---------------------------------------------------------------- what each run costs
+
+
+def test_each_run_s_cost_reaches_the_table_and_an_older_run_without_one_stays_blank(made):
+    table = tables.build(made()).table
+    full, lora, block = (row(table, "synthetic", name) for name in ("full", "lora_r4", "block_p1"))
+    for figures, expected in ((full, COSTS["full"]), (lora, COSTS["lora_r4"])):
+        assert {column: figures[column] for column in tables.COST_COLUMNS} == {
+            column: (pd.NA if expected[column] is None else expected[column]) for column in tables.COST_COLUMNS}
+    assert all(pd.isna(block[column]) for column in tables.COST_COLUMNS)
+    assert all(pd.isna(row(table, "synthetic", "pretrained")[column]) for column in tables.COST_COLUMNS)
+
+
+def test_markdown_names_the_estimate_and_shows_a_measured_column_only_where_a_gpu_measured(made, tmp_path):
+    plan = made(datasets=("synthetic",))
+    text = tables.markdown(tables.build(plan))
+    header = text.splitlines()[0]
+    assert "| Train FLOPs/img" in header and "| Peak mem. (estimate)" in header and "(measured)" not in header
+    full = next(line for line in text.splitlines() if "| full " in line)
+    assert "| 36.4M " in full and "| 699G " in full and "| 51.0 MiB " in full
+    assert "no run here was measured on a GPU" in text and "FlopCounterMode" in text
+    run = plan.runs[("synthetic", "full", 0)]
+    write_plain_json(f"{run.train.path}/summary.json", {"trainable_params": 85875556, "selected_step": 50,
+                                                        "cost": {**COSTS["full"], "memory_measured_bytes": 2**30}})
+    digests.seal(run.train.path)
+    text = tables.markdown(tables.build(plan))
+    assert "| Peak mem. (measured)" in text.splitlines()[0] and "| 1.00 GiB " in text
+    assert "as measured on the GPU" in text
+
+
+def test_a_non_numeric_cost_is_refused_naming_the_file_and_key(made):
+    plan = made()
+    run = plan.runs[("synthetic", "full", 0)]
+    path = f"{run.train.path}/summary.json"
+    write_plain_json(path, {"trainable_params": 1, "selected_step": 50, "cost": {**COSTS["full"], "train_flops": "many"}})
+    digests.seal(run.train.path)
+    with pytest.raises(VitpeftError, match=f"{path}: expected a number under 'cost.train_flops', found 'many'"):
+        tables.build(plan)
+
+
+def test_the_cost_plot_has_one_panel_per_dataset(made):
+    fig = plots.cost_figure(tables.build(made()))
+    axes = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert len(axes) == 2 and all(ax.get_xscale() == "log" for ax in axes)
+    assert "kept" in axes[0].get_ylabel()
+    assert len(axes[0].collections) == 2  # one scatter per family with costs: standard, LoRA (block_p1 has none)
+    assert labels.overlaps(fig) == []

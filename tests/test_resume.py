@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_MODEL, UNPINNED
-from vitpeft import cli
+from vitpeft import cli, digests
 from vitpeft.training import resume
 from vitpeft.data import store
 from vitpeft.study import spec as spec_lib
@@ -45,9 +45,43 @@ def test_save_rotates_last_into_prev_and_load_reads_the_newest(tmp_path):
     spec = make_spec()
     resume.save(tmp_path / "r", fake_state(spec, 10))
     resume.save(tmp_path / "r", fake_state(spec, 20))
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["last.pt", "prev.pt"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["SHA256SUMS", "last.pt", "prev.pt"]
+    assert digests.recorded(tmp_path / "r") == {name: digests.file_sha256(tmp_path / "r" / name)
+                                                 for name in ("last.pt", "prev.pt")}  # each file's own digest
     assert resume.load(spec, folder=tmp_path / "r")["step"] == 20
     assert torch.load(tmp_path / "r" / "prev.pt", weights_only=True)["step"] == 10
+
+
+def test_flipped_bytes_in_last_fall_back_to_prev_naming_the_digests(tmp_path):
+    """torch.load would read these bytes: the recorded sha256 is what refuses them."""
+    spec = make_spec()
+    resume.save(tmp_path, fake_state(spec, 10))
+    resume.save(tmp_path, fake_state(spec, 20))
+    data = bytearray((tmp_path / "last.pt").read_bytes())
+    offset = data.index(torch.full((3,), 20.0).numpy().tobytes())  # inside the tensor's bytes, the archive intact
+    data[offset:offset + 4] = torch.full((1,), 21.0).numpy().tobytes()
+    (tmp_path / "last.pt").write_bytes(bytes(data))
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["trainable"]["w"][0] == 21.0  # read as if whole
+    with pytest.warns(resume.ResumeWarning, match=f"last.pt is corrupt: its sha256 is {digests.file_sha256(tmp_path / 'last.pt')}"):
+        state = resume.load(spec, folder=tmp_path)
+    assert state["step"] == 10
+
+
+def test_a_kill_inside_the_rotation_leaves_a_checkpoint_that_loads(tmp_path):
+    """The two states a kill can leave between save's steps (each digest moves to its name before the file does)."""
+    spec = make_spec()
+    resume.save(tmp_path / "a", fake_state(spec, 10))
+    resume.save(tmp_path / "a", fake_state(spec, 20))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    # a: killed after prev.pt's digest became last.pt's, before last.pt was renamed to prev.pt
+    digests.record(tmp_path / "a", "prev.pt", digests.recorded(tmp_path / "a")["last.pt"])
+    assert resume.load(spec, folder=tmp_path / "a")["step"] == 20
+    # b: killed after the rename, before the new last.pt was moved into place
+    digests.record(tmp_path / "b", "prev.pt", digests.recorded(tmp_path / "b")["last.pt"])
+    os.replace(tmp_path / "b" / "last.pt", tmp_path / "b" / "prev.pt")
+    digests.record(tmp_path / "b", "last.pt", "0" * 64)
+    with pytest.warns(resume.ResumeWarning, match="last.pt missing; resuming from"):
+        assert resume.load(spec, folder=tmp_path / "b")["step"] == 20
 
 
 def test_damaged_last_falls_back_to_prev_with_a_warning(tmp_path):
@@ -55,7 +89,7 @@ def test_damaged_last_falls_back_to_prev_with_a_warning(tmp_path):
     resume.save(tmp_path, fake_state(spec, 10))
     resume.save(tmp_path, fake_state(spec, 20))
     (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:100])  # truncated mid-write
-    with pytest.warns(resume.ResumeWarning, match="last.pt is unreadable"):
+    with pytest.warns(resume.ResumeWarning, match="last.pt is corrupt"):
         state = resume.load(spec, folder=tmp_path)
     assert state["step"] == 10
 
@@ -275,9 +309,13 @@ def test_a_file_that_is_no_resume_checkpoint_is_refused_by_name(stopped, tmp_pat
     weights = tmp_path / "weights.pt"
     torch.save({"head.weight": torch.zeros(4, 32)}, weights)  # a state dict, not a resume checkpoint
     assert cli.main(resume_cli(root, tmp_path / "run", weights)) == 2
+    assert f"{tmp_path} has no SHA256SUMS to check weights.pt against" in capsys.readouterr().err
+    digests.record(tmp_path, "weights.pt", digests.file_sha256(weights))  # whole, but the wrong content
+    assert cli.main(resume_cli(root, tmp_path / "run", weights)) == 2
     assert f"resume checkpoint {weights} is not a vitpeft resume checkpoint" in capsys.readouterr().err
     noise = tmp_path / "noise.pt"
     noise.write_bytes(os.urandom(4096))
+    digests.record(tmp_path, "noise.pt", digests.file_sha256(noise))
     assert cli.main(resume_cli(root, tmp_path / "run", noise)) == 2
     assert f"resume checkpoint {noise} is unreadable" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / ".resume").exists()

@@ -8,12 +8,15 @@ backbone carries over) and LoRA twice (shared, and per task), plus the single-ta
 import copy
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from vitpeft import digests
 from vitpeft.data import synthetic
 from vitpeft.errors import VitpeftError
 from vitpeft.evaluation import evaluate, features
@@ -21,11 +24,13 @@ from vitpeft.evaluation import sequence as seq_eval
 from vitpeft.models.backbone import build_model
 from vitpeft.report import sequence as report
 from vitpeft.study import config as config_lib
+from vitpeft.study import keys as keys_lib
 from vitpeft.study import spec as spec_lib
 from vitpeft.study.plan import Plan
 from vitpeft.training import model as models
 from vitpeft.training.train import train
 
+REPO = Path(__file__).resolve().parents[1]
 MODEL = {"name": "vit_base_patch16_224", "img_size": 32,
          "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 4, "num_heads": 2}}
 
@@ -70,6 +75,91 @@ def test_bad_sequences_are_refused_naming_the_key(tmp_path, change, key, words):
     assert f"{key}:" in str(error.value) and words in str(error.value)
 
 
+# ---------------------------------------------------------------- each task's training settings
+
+
+def step_settings(cfg, exp="full") -> list:
+    """(steps, batch_size, lr, warmup_steps) of each step of `exp`'s chain (seed 0)."""
+    chain = Plan(config_lib.load(cfg)).sequence.chain(exp, 0)
+    return [tuple(step.spec["train"][key] for key in ("steps", "batch_size", "lr", "warmup_steps")) for step in chain]
+
+
+def test_each_task_trains_as_many_epochs_as_the_first_by_default(tmp_path):
+    """synthetic has 16 x 10 = 160 training images and dtd 1,880: 12 steps of 16 are 1.2 epochs of the first task,
+    1.2 x 1,880 / 16 = 141 steps of dtd, whose warm-up keeps the experiment's share (2 of 12: 23.5, rounded to 24)."""
+    cfg = base_config(tmp_path, ("synthetic", "dtd"))
+    assert step_settings(cfg) == [(12, 16, 0.05, 2), (141, 16, 0.05, 24)]
+    cfg["sequence"]["budget"] = "steps"
+    assert step_settings(cfg) == [(12, 16, 0.05, 2), (12, 16, 0.05, 2)]
+
+
+def test_a_tasks_own_settings_go_over_the_experiments_and_into_its_steps_keys_only(tmp_path):
+    cfg = base_config(tmp_path, ("synthetic", "dtd", "synthetic_orientation"))
+    cfg["sequence"]["train"] = {"dtd": {"steps": 30, "lr": 0.01}}
+    # dtd: its steps and lr, the warm-up's share (2 x 30 / 12 = 5); synthetic_orientation: 1.2 epochs of 160 images
+    assert step_settings(cfg) == [(12, 16, 0.05, 2), (30, 16, 0.01, 5), (12, 16, 0.05, 2)]
+    cfg["sequence"]["train"] = {"dtd": {"batch_size": 40, "warmup_steps": 0}}
+    assert step_settings(cfg)[1] == (56, 40, 0.05, 0)  # 1.2 x 1,880 / 40 = 56.4 steps at batch 40
+    before = keys(base_config(tmp_path, ("synthetic", "dtd", "synthetic_orientation")))
+    edited = base_config(tmp_path, ("synthetic", "dtd", "synthetic_orientation"))
+    edited["sequence"]["train"] = {"dtd": {"lr": 0.01}}
+    after = keys(edited)
+    for (exp, seed, index), (train_key, _) in before.items():
+        follows = index == 2 or (index == 3 and exp != "lora_pt")  # step 3 of a shared chain starts from step 2
+        assert (after[(exp, seed, index)][0] != train_key) == follows, (exp, index)
+    unchanged = copy.deepcopy(edited)
+    del unchanged["sequence"]
+    assert {k: r.train.key for k, r in Plan(config_lib.load(unchanged)).runs.items()} == {
+        k: r.train.key for k, r in Plan(config_lib.load(edited)).runs.items()}  # the grid's runs keep their keys
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: c["sequence"].update(train={"flowers102": {"lr": 0.1}}),
+     "sequence.train.flowers102: not one of sequence.tasks (synthetic, dtd)"),
+    (lambda c: c["sequence"].update(train={"dtd": {"lr": -1}}), "sequence.train.dtd.lr: -1 is less than or equal"),
+    (lambda c: c["sequence"].update(train={"dtd": {"stepz": 5}}), "sequence.train.dtd.stepz: unknown key"),
+    (lambda c: c["sequence"].update(train={"dtd": {"seed": 5}}), "sequence.train.dtd.seed: unknown key"),
+    (lambda c: (c["sequence"].update(tasks=["dtd", "synthetic"]),
+                c["experiments"].append({"name": "lp", "method": "lpft", "args": {"probe_steps": 6}})),
+     "experiment 'lp' on sequence task 'synthetic': method 'lpft': probe_steps=6 must be below the run's "
+     "train.steps (1)"),
+    (lambda c: (c["target"].update(imagefolders={"mine": {"root": "/nowhere", "num_classes": 3}}),
+                c["sequence"].update(tasks=["synthetic", "mine"])),
+     "imagefolder 'mine' does not say how many it has: set target.imagefolders.mine.train_images"),
+])  # fmt: skip
+def test_bad_per_task_settings_are_refused_naming_the_key(tmp_path, change, words):
+    cfg = base_config(tmp_path, ("synthetic", "dtd"))
+    change(cfg)
+    with pytest.raises(VitpeftError) as error:
+        config_lib.load(cfg)
+    assert words in str(error.value)
+
+
+def test_an_imagefolder_task_scales_by_the_images_it_declares(tmp_path):
+    cfg = base_config(tmp_path, ("synthetic", "mine"))
+    cfg["target"]["imagefolders"] = {"mine": {"root": str(tmp_path / "mine"), "num_classes": 3, "train_images": 400}}
+    assert step_settings(cfg)[1][0] == 30  # 1.2 epochs x 400 images / 16
+    cfg["sequence"]["budget"] = "steps"
+    del cfg["target"]["imagefolders"]["mine"]["train_images"]
+    assert step_settings(cfg)[1][0] == 12  # nothing to scale: no size needed
+def test_per_task_variants_are_the_methods_with_a_routed_view(tmp_path):
+    """A per-task variant swaps the method's additions; one that trains pretrained weights in place has none to swap."""
+    cfg = base_config(tmp_path)
+    added = [{"name": name, "method": name} for name in ("vpt_deep", "adaptformer", "ssf", "bitfit")]
+    cfg["experiments"] += added
+    cfg["sequence"]["per_task"] = ["vpt_deep", "adaptformer", "ssf"]
+    chains = Plan(config_lib.load(cfg)).sequence.chains
+    assert {name: chains[(name, 0)][0].variant for name in ("vpt_deep", "adaptformer", "ssf", "bitfit")} == {
+        "vpt_deep": "per_task", "adaptformer": "per_task", "ssf": "per_task", "bitfit": "shared"}
+    cfg["sequence"]["per_task"] = ["ssf", "bitfit"]
+    with pytest.raises(VitpeftError) as error:
+        config_lib.load(cfg)
+    assert str(error.value) == (
+        "config: sequence.per_task[1]: experiment 'bitfit' has no per-task variant: method 'bitfit' has no routed "
+        "view: it trains pretrained weights in place, so no switch gives the pretrained function back (methods with "
+        "one: lora, lora_qkv, peft, block_expansion, vpt_shallow, vpt_deep, adaptformer, ssf)")
+
+
 # ---------------------------------------------------------------- keys: what an edit reruns
 
 
@@ -79,19 +169,70 @@ def keys(cfg) -> dict:
             for step in chain}
 
 
-def test_editing_a_task_gives_new_keys_to_its_step_and_the_later_ones_only(tmp_path):
+def test_editing_a_task_gives_new_keys_to_its_step_and_to_what_depends_on_it_only(tmp_path):
+    """A shared step starts from the one before it: editing task 1 retrains the chain. A per-task step starts
+    from the pretrained backbone: editing task 1 retrains step 1 only, and rescores every row (each scores task 1)."""
     three = base_config(tmp_path, ("synthetic", "synthetic_orientation", "dtd"))
     before = keys(three)
     last = copy.deepcopy(three)
     last["sequence"]["tasks"][2] = "synthetic_hue"
     first = copy.deepcopy(three)
-    first["sequence"]["tasks"][0] = "flowers102"
+    first["sequence"]["tasks"][0] = "synthetic_hue"  # as many training images: the later steps' budgets stay
     changed_last, changed_first = keys(last), keys(first)
     for (exp, seed, index), (train_key, metrics_key) in before.items():
         assert (changed_last[(exp, seed, index)][0] == train_key) == (index < 3), (exp, index)
         assert (changed_last[(exp, seed, index)][1] == metrics_key) == (index < 3), (exp, index)
-        assert changed_first[(exp, seed, index)][0] != train_key  # the whole chain reruns
+        retrained = exp != "lora_pt" or index == 1
+        assert (changed_first[(exp, seed, index)][0] != train_key) == retrained, (exp, index)
+        assert changed_first[(exp, seed, index)][1] != metrics_key, (exp, index)
     assert Plan(config_lib.load(last)).sequence.report.key != Plan(config_lib.load(three)).sequence.report.key
+
+
+def test_a_first_step_is_the_grids_run_read_from_its_folder(tmp_path):
+    """Step 1 trains what the grid trains on task 1 (its spec is the grid run's but the name): one node, one key,
+    one folder; so do the shared and per-task variants' first steps, and two experiments equal but their names."""
+    cfg = base_config(tmp_path)
+    cfg["experiments"].append({"name": "lora_twin", "method": "lora", "args": {"r": 4}})
+    plan = Plan(config_lib.load(cfg))
+    grid = plan.runs[("synthetic", "lora", 0)].train
+    assert grid.path.startswith(f"{plan.results}/runs/synthetic/lora/seed0-")
+    for name in ("lora", "lora_pt", "lora_twin"):
+        assert plan.sequence.chain(name, 0)[0].train is grid, name
+    assert plan.runs[("synthetic", "lora_pt", 0)].train is grid  # the grid's own twins, too
+    assert plan.runs[("synthetic", "lora_pt", 0)].target is plan.runs[("synthetic", "lora", 0)].target
+    assert plan.sequence.chain("lora", 0)[1].spec["start"]["run"] == grid.path  # step 2 starts from that folder
+    assert plan.sequence.chain("full", 0)[0].train is plan.runs[("synthetic", "full", 0)].train
+    # Another lr: a training of its own. Another first task: the chains share a step of the sequence's own,
+    # in the folder of the name that sorts first; a per-task step 2 on the grid's task is the grid's run again.
+    other = copy.deepcopy(cfg)
+    other["experiments"][3]["train"] = {"lr": 0.01}
+    assert Plan(config_lib.load(other)).sequence.chain("lora_twin", 0)[0].train.path.startswith(
+        f"{plan.results}/runs/synthetic/lora_twin/seed0-")
+    swapped = copy.deepcopy(cfg)
+    swapped["sequence"]["tasks"] = ["synthetic_orientation", "synthetic"]
+    swapped = Plan(config_lib.load(swapped))
+    first = swapped.sequence.chain("lora_twin", 0)[0].train
+    assert first.path.startswith(f"{plan.results}/sequence/runs/lora/seed0/step1-")
+    assert swapped.sequence.chain("lora_pt", 0)[0].train is first and swapped.sequence.chain("lora", 0)[0].train is first
+    assert swapped.sequence.chain("lora_pt", 0)[1].train is swapped.runs[("synthetic", "lora", 0)].train
+    assert swapped.sequence.chain("lora", 0)[1].train.path.startswith(f"{plan.results}/sequence/runs/lora/seed0/step2-")
+
+
+def test_the_continual_plan_trains_each_distinct_training_once():
+    """config/continual.yaml: 7 grid runs on CIFAR-100 and 7 chains of 3 steps are 28 trainings; the per-task
+    variants' grid runs are lora_r8's and block_p3's, and every first step is a grid run: 5 + 7 x 2 = 19."""
+    plan = Plan(config_lib.load(REPO / "config" / "continual.yaml"))
+    planned = {run.train.key: run.train for run in plan.runs.values()}
+    planned.update({node.key: node for node in plan.sequence.trainings()})
+    assert len(plan.runs) + sum(len(chain) for chain in plan.sequence.chains.values()) == 28
+    assert len(planned) == 19
+    assert len({node.path for node in planned.values()}) == 19  # one folder each
+    # Distinct by what they compute: the spec without its name (and curve steps), data, backbone, start.
+    def computes(node):
+        spec = {**node.info["spec"], "name": None, "start": node.info["spec"].get("start", {}).get("spec_hash")}
+        return json.dumps([spec, [need.key for need in node.needs]], sort_keys=True, default=str)
+
+    assert len({computes(node) for node in planned.values()}) == 19
 
 
 def test_a_sequence_changes_no_key_of_the_grid(tmp_path):
@@ -135,16 +276,19 @@ def study(tmp_path_factory):
     torch.manual_seed(0)
     save_file(build_model(MODEL, 10).state_dict(), str(root / "backbone.safetensors"))
     cfg = base_config(root)
+    added = [{"name": "vpt_pt", "method": "vpt_deep", "args": {"length": 2}},
+             {"name": "adapt_pt", "method": "adaptformer", "args": {"bottleneck": 4}}]  # the new per-task variants
+    cfg["experiments"] += added
+    cfg["sequence"]["per_task"] += [exp["name"] for exp in added]
     plan = Plan(config_lib.load(cfg))
     synthetic.write_domains(synthetic.make_domains(plan.cfg["synthetic"]), plan.synthetic.path)
     task = plan.sequence.targets["synthetic_orientation"]
     synthetic.write_task(synthetic.make_task("synthetic_orientation", plan.cfg["synthetic"]), task.path, "x")
     resume = root / "resume"
-    for chain in plan.sequence.chains.values():
-        for step in chain:
-            train(spec_lib.resolve(step.spec), step.train.path, resume, device="cpu")
-    single = plan.runs[("synthetic", "lora", 0)]
-    train(spec_lib.resolve(single.spec), single.train.path, resume, device="cpu")
+    grid = {run.train.key: run.train for run in plan.runs.values()}
+    for node in [*grid.values(), *plan.sequence.trainings()]:  # each training once; a chain's in its order
+        if not Path(node.path).exists():
+            train(spec_lib.resolve(node.info["spec"]), node.path, resume, device="cpu")
     return plan, root
 
 
@@ -210,19 +354,38 @@ def test_per_task_variant_restores_the_earlier_task_exactly_and_shared_does_not(
     assert per_task[1].spec.get("start") is None and shared[1].spec["start"]["run"] == shared[0].train.path
 
 
-def test_step_one_reproduces_the_single_task_run_exactly(study):
+@pytest.mark.parametrize("experiment", ["vpt_pt", "adapt_pt"])
+def test_visual_peft_per_task_variants_restore_the_earlier_task_exactly(study, experiment):
+    plan, _ = study
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    chain = plan.sequence.chain(experiment, 0)
+    right_after = outputs(seq_eval.task_model(chain, 1, 1), images)
+    assert (outputs(seq_eval.task_model(chain, 2, 1), images) - right_after).abs().max().item() == 0.0
+    assert chain[1].variant == "per_task" and chain[1].spec.get("start") is None  # step 2: from the pretrained one
+
+
+def test_what_a_shared_training_leaves_out_of_its_recipe_never_changes_its_bits(study, tmp_path):
+    """A first step reads the grid's run because the two differ only in what the recipe leaves out (the name,
+    the curve snapshots kept along the way): trained under the step's own name, with curve steps, it is the
+    same weights bit for bit, and its matrix row scores that run."""
+    from safetensors.torch import load_file
+
     plan, _ = study
     single = plan.runs[("synthetic", "lora", 0)]
     step = plan.sequence.chain("lora", 0)[0]
+    assert step.train is single.train
+    alias = spec_lib.resolve({**single.spec, "name": "lora.step1"})
+    alias["train"]["curve_steps"] = [0, 6]
+    data, backbone = plan.targets["synthetic"], plan.backbone
+    assert keys_lib.recipe(alias, data, backbone) == keys_lib.recipe(single.spec, data, backbone)
+    out = train(alias, tmp_path / "alias", tmp_path / "resume", device="cpu")
+    a, b = (load_file(f"{folder}/trainable.safetensors") for folder in (single.train.path, out))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     got = seq_eval.score_step(plan, "lora", 0, 1, "cpu")
     test = features.load_prepared(f"{plan.targets['synthetic'].path}/test", "test")
     spec = spec_lib.resolve(single.spec)
     expected = evaluate.classifier_scores(models.trained(spec, single.train.path).eval(), test, spec, "cpu", 256)[0]
-    assert got["tasks"]["synthetic"] == expected
-    from safetensors.torch import load_file
-
-    a, b = (load_file(f"{p}/trainable.safetensors") for p in (single.train.path, step.train.path))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert got["tasks"]["synthetic"] == expected and got["run"] == single.train.path
 
 
 def test_a_chain_without_its_previous_step_or_with_a_foreign_one_is_refused(study, tmp_path):
@@ -277,17 +440,23 @@ def test_oracle_route_is_the_task_id_bound_and_the_router_never_above(study):
     assert real["domains"]["b"]["routed"] == 0.0 and real["domains"]["a"]["routed"] == 50.0  # counted by hand
 
 
-def test_report_writes_the_matrix_and_measures(study):
-    plan, root = study
-    seq = plan.sequence
-    from vitpeft.fileio import write_json
+def score_every_row(plan) -> None:
+    """What the eval_step and route jobs write, for every chain of the study; the untouched backbone's source at 50."""
+    from vitpeft.digests import write_json  # as vitpeft eval-step and route write them
 
+    seq = plan.sequence
     for chain in seq.chains.values():
         for step in chain:
             write_json(step.metrics.path, seq_eval.score_step(plan, step.experiment, 0, step.index, "cpu"))
     for (exp, seed), node in seq.routers.items():
         write_json(node.path, seq_eval.evaluate_router(plan, exp, seed, "cpu"))
     write_json(plan.pretrained_source.path, {"top1": 50.0})
+
+
+def test_report_writes_the_matrix_and_measures(study):
+    plan, root = study
+    seq = plan.sequence
+    score_every_row(plan)
     written = report.write(plan, root / "record.json")
     assert "| full | shared |" in written["summary"]
     rows = {(r["experiment"], int(r["seed"]), int(r["step"]), r["column"]): r["accuracy"]
@@ -295,6 +464,54 @@ def test_report_writes_the_matrix_and_measures(study):
     first = json.load(open(seq.chain("full", 0)[1].metrics.path))
     assert float(rows[("full", 0, 2, "synthetic")]) == pytest.approx(first["tasks"]["synthetic"], abs=1e-4)
     assert rows[("full", 0, 0, "synthetic")] == "" and float(rows[("full", 0, 0, "source")]) == 50.0
+
+
+def sealed(folder, obj: dict) -> str:
+    """The text digests.write_json writes for `obj` (its sha256 inside)."""
+    from vitpeft.digests import write_json
+
+    write_json(folder / "sealed.json", obj)
+    return (folder / "sealed.json").read_text()
+
+
+def test_a_bad_step_metrics_file_is_one_line_naming_it_and_the_previous_report_stays(study, tmp_path, capsys):
+    """Truncated, missing, or without a task's score: `vitpeft sequence-report` says which file and what to do,
+    in one line, exit 2, and writes nothing: the report files and record of the run before are as they were."""
+    from vitpeft import cli
+
+    plan, root = study
+    seq = plan.sequence
+    score_every_row(plan)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(plan.cfg))
+    record = tmp_path / "provenance" / "sequence-good.json"
+    assert cli.main(["sequence-report", "--config", str(config), "--record", str(record)]) == 0
+    before = {path: Path(path).read_bytes() for path in [*seq.files(), str(record)]}
+    capsys.readouterr()
+
+    path = seq.chain("lora", 0)[1].metrics.path
+    good = Path(path).read_text()
+    cases = [
+        (good[: len(good) // 2], f"step metrics {path} is corrupt: not valid JSON ("),
+        (None, f"step metrics missing: {path}; `vitpeft eval-step` writes it (run the workflow first)"),
+        (json.dumps({**json.loads(good), "tasks": {"synthetic": 50.0}}),  # edited by hand: its digest no longer holds
+         f"step metrics {path} is corrupt: the sha256 of its content is "),
+        (sealed(tmp_path, {**digests.read_json(path), "tasks": {"synthetic": 50.0}}),  # sealed, a task's score missing
+         f"{path}: expected a number under 'tasks.synthetic_orientation', found None; delete the file and rerun"),
+    ]
+    for text, words in cases:
+        Path(path).unlink(missing_ok=True)
+        if text is not None:
+            Path(path).write_text(text)
+        assert cli.main(["sequence-report", "--config", str(config), "--record", str(tmp_path / "provenance" /
+                                                                                  "sequence-new.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("vitpeft sequence-report: error: ") and words in err, err
+        if text is not None and "not valid JSON" in words:
+            assert err.rstrip().endswith("delete it and rerun the workflow (`vitpeft eval-step`)"), err
+        assert {p: Path(p).read_bytes() for p in before} == before  # the previous report, whole
+        assert sorted(os.listdir(tmp_path / "provenance")) == ["sequence-good.json"]
+    Path(path).write_text(good)
 
 
 def test_a_chained_step_stopped_midway_resumes_to_the_same_bits(study, tmp_path):
@@ -325,7 +542,7 @@ def test_the_synthetic_task_without_the_synthetic_domains_is_refused_naming_the_
 
 
 def test_the_report_averages_seeds_of_hand_made_matrices(tmp_path):
-    from vitpeft.fileio import write_json
+    from vitpeft.digests import write_json
 
     cfg = base_config(tmp_path, ("synthetic", "synthetic_orientation", "synthetic_hue"))
     cfg["seeds"] = [0, 1]
@@ -347,3 +564,8 @@ def test_the_report_averages_seeds_of_hand_made_matrices(tmp_path):
     # seed 1: BWT ((40-80) + (50-60)) / 2 = -25; Chaudhry ((80-40) + (60-50)) / 2 = 25, as seed 0's
     assert float(row["bwt"]) == pytest.approx(-25.0) and float(row["forgetting_chaudhry"]) == pytest.approx(25.0)
     assert float(row["source_0"]) == 80.0 and float(row["source_3"]) == pytest.approx(52.0)
+    page = (Path(seq.folder) / "summary.html").read_text()  # the HTML report's view: the summary and the matrix
+    assert "<td>full</td>" in page and f"{float(row['acc']):.2f} ± " in page and "Accuracy matrix" in page
+    assert (Path(seq.folder) / "heatmap-full.pdf").read_bytes().startswith(b"%PDF")
+    colour_bar = report.heatmap_figure(plan, report.matrices(plan), "full").axes[1]
+    assert colour_bar.get_ylabel() == "accuracy (%)" and colour_bar.get_ylim() == (0.0, 100.0)

@@ -17,9 +17,11 @@ key); the keys come from the study's plan (vitpeft.study.plan).
 
 import filecmp
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from safetensors.torch import load_file
 
 import slurmctl
 from slurmctl import REPO
+from vitpeft.study import signal_lead
 
 pytestmark = pytest.mark.slurm
 
@@ -339,6 +342,84 @@ def test_the_time_limit_warning_signal_reaches_training_which_resumes(prepared_p
     assert slurmctl.squeue_states()[train_jobs[0]][0] == "FAILED"
 
 
+def test_when_snakemake_itself_dies_its_job_ends_and_the_readmes_steps_restart_without_redoing_it(prepared_project):
+    """README, "When Snakemake itself stops": the snakemake process is killed (SIGKILL) while its training job
+    runs. SLURM runs the job to its end and the run appears whole; the next snakemake stops on the lock until
+    --unlock; then the same command plans what is left, not that training (its job recorded its own end)."""
+    project, _ = prepared_project
+    cfg = config()
+    cfg["experiments"] = [exp for exp in cfg["experiments"] if exp["name"] == CANCELLED]
+    cfg_path = slurmctl.write_config(project, cfg)
+    plan = slurmctl.plan_of(cfg_path)
+    run, victim = run_of(plan, CANCELLED), comment("train", train_wildcards(plan, CANCELLED))
+    head = slurmctl.start([slurmctl.BIN / "snakemake", "--profile", "slurm", "--configfile", cfg_path, *FAST_POLL, "all"],
+                          cwd=project, log_path=project.parent / "head.log")
+    try:
+        job = slurmctl.wait_for(lambda: next((job for job, (state, note) in slurmctl.squeue_states().items()
+                                              if state == "RUNNING" and note == victim), None), 600,
+                                "the training job to run")
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the head alone: its SLURM job is SLURM's
+        head.wait()
+    slurmctl.wait_for(lambda: slurmctl.squeue_states().get(job, ("",))[0] == "COMPLETED", 900,
+                      "the orphaned training job to finish")
+    assert (project / run.train.path / "trainable.safetensors").is_file()
+
+    locked = slurmctl.snakemake(project, "--profile", "slurm", "--configfile", cfg_path, *FAST_POLL, "all",
+                                timeout=300, check=False)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout, locked.stdout
+    slurmctl.snakemake(project, "--unlock", "--configfile", cfg_path, timeout=300)
+    left = slurmctl.scheduled(project, cfg_path, "--profile", "slurm")
+    assert ("train", f"exp={CANCELLED}") not in left, left
+    assert left[("eval_target", f"exp={CANCELLED}")] == left[("eval_source", f"exp={CANCELLED}")] == 1, left
+
+
+# ---------------------------------------------------------------- every long job gets the warning signal
+
+
+RESTARTED_WHOLE = {  # cluster jobs that need no warning: short, and written whole or not at all, so a retry redoes them
+    "prepare_target": "decodes one target dataset once (minutes); a retry decodes it again",
+    "prepare_imagenet_shard": "one ImageNet shard (resources.shard: 20 min at most); a retry redoes that shard",
+    "subsample_source": "copies a class-balanced subset of the prepared bank (seconds)",
+}
+PLANNED_JOB = re.compile(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)\nShell command: (.*)$", re.M)
+
+
+def local_rules() -> set:
+    """The rules the workflow runs where Snakemake runs (its `localrules:` declarations)."""
+    text = "\n".join(path.read_text() for path in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")])
+    return {name for block in re.findall(r"localrules:\n((?:\s+\w+,\n)+)", text) for name in re.findall(r"(\w+),", block)}
+
+
+def test_every_rule_sent_to_slurm_gets_the_warning_signal_and_resumes_from_it(tmp_path):
+    """The profile's plan of a study with every kind of job (the continual study with a curve and interpolation):
+    each job that goes to SLURM is warned 300 s before its time limit and its command resumes (--resume-dir),
+    unless it is a short one a retry redoes whole. A new rule that forgets the profile fails here."""
+    project = slurmctl.make_project(tmp_path / "project")
+    cfg = yaml.safe_load((REPO / "config" / "continual.yaml").read_text())
+    cfg.update(curve={"steps": [0, 10, 100]}, interpolation={"enabled": True})
+    config = slurmctl.write_config(project, cfg, "everything.yaml")
+    out = slurmctl.snakemake(project, "-n", "all", "--profile", "slurm", "--configfile", config, timeout=300).stdout
+    local = local_rules()
+    planned = PLANNED_JOB.findall(out)
+    assert len(planned) == sum(slurmctl.parse_dry_run(out).values())  # every job (`all` too, a local rule)
+    sent = {}
+    for rule, resources, command in planned:
+        if rule not in local:
+            sent.setdefault(rule, []).append((resources, command))
+    long = set(sent) - set(RESTARTED_WHOLE)
+    assert long == {"train", "train_step", "eval_target", "eval_target_pretrained", "extract_features", "eval_source",
+                    "eval_source_pretrained", "eval_curve", "eval_interpolation", "eval_wise", "eval_step", "route"}, sorted(sent)
+    for rule, jobs in sent.items():
+        for resources, command in jobs:
+            warned = "slurm_extra=--signal=USR1@300" in resources
+            assert warned == (rule in long), (rule, resources)
+            assert ("--resume-dir " in command) == (rule in long), (rule, command)
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())["set-resources"]
+    assert set(profile) == long  # no rule left out, no stale name
+    assert all(signal_lead.config_group(rule) for rule in profile)  # each runtime is checked against the lead
+
+
 # ---------------------------------------------------------------- GPU requests
 
 
@@ -401,7 +482,7 @@ def test_a_job_given_a_gpu_that_torch_cannot_see_fails_at_once_naming_why(cluste
         assert len(submissions) == 2, (job, submissions)  # the first attempt and its retry
         for args in submissions:
             assert "--gpus=1" in args and "--cpus-per-task=1" in args, (job, args)
-            assert ("--signal=USR1@300" in args) == job.startswith("rule_train_"), (job, args)
+            assert "--signal=USR1@300" in args, (job, args)  # training and evaluations alike
     assert result.returncode != 0, out
 
     linear = run_of(plan, "linear")

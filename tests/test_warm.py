@@ -1,9 +1,12 @@
 """`vitpeft warm`: jobs forked from one warm server do exactly what fresh `vitpeft` processes do."""
 
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +132,227 @@ def test_where_no_socket_can_be_made_the_command_runs_cold(tmp_path):
     assert done.returncode == 3 and "ran" in done.stdout
     assert "no server" in done.stderr and "every job starts its own torch" in done.stderr
     assert not list(deep.iterdir())  # nothing left behind
+
+
+# ---------------------------------------------------------------- faults: real processes, real signals
+
+
+def processes() -> dict:
+    """{pid: (parent pid, state letter, command line)} of every process on this machine now."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:  # ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            table[int(entry.name)] = (int(fields[1]), fields[0], cmdline)
+    return table
+
+
+def children(pid: int) -> dict:
+    return {child: row[2] for child, row in processes().items() if row[0] == pid and row[1] not in "ZX"}
+
+
+def alive(pid: int) -> bool:
+    return processes().get(pid, (0, "X"))[1] not in "ZX"  # a zombie has ended: only its status is left
+
+
+def wait_for(condition, what: str, seconds: float = 60):
+    deadline = time.monotonic() + seconds
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.05)
+    return found
+
+
+def server_of(wrapper: int) -> int:
+    """The wrapper's child that is not COMMAND (`sleep` or `bash` here), once COMMAND has started."""
+    def find():
+        found = children(wrapper)
+        commands = [pid for pid, cmd in found.items() if cmd.startswith(("sleep", "bash"))]
+        return next((pid for pid in found if pid not in commands), None) if commands else None
+    return wait_for(find, "the warm server")
+
+
+def socket_in(folder: Path) -> Path:
+    return wait_for(lambda: next(folder.glob("vitpeft-warm-*/socket"), None), "the warm socket")
+
+
+def read_line(stream, seconds: float) -> str:
+    """One line from a binary pipe within `seconds`, without blocking past them."""
+    data, deadline = b"", time.monotonic() + seconds
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no line within {seconds} s (so far {data!r})"
+        if select.select([stream], [], [], remaining)[0]:
+            chunk = os.read(stream.fileno(), 1)
+            assert chunk, f"the stream ended (so far {data!r})"
+            data += chunk
+    return data.decode()
+
+
+def end_all(*pids: int) -> None:
+    """SIGKILL what a failed test may leave: the given processes and everything below them."""
+    tree = processes()
+    doomed, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        doomed.add(pid)
+        todo += [child for child, row in tree.items() if row[0] == pid and child not in doomed]
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def idle_wrapper(tmp_path):
+    """`vitpeft warm sleep 300` with its socket folder in tmp_path: (wrapper process, server pid, socket)."""
+    wrapper = subprocess.Popen([VITPEFT, "warm", "sleep", "300"], env=environment(TMPDIR=str(tmp_path)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = server_of(wrapper.pid)
+    yield wrapper, server, socket_in(tmp_path)
+    end_all(wrapper.pid, server)
+    wrapper.wait(timeout=60)
+
+
+def test_a_job_whose_server_dies_while_it_waits_runs_cold(idle_wrapper):
+    """The server killed while loading torch, a job already waiting on it: the job runs cold and says why."""
+    _, server, path = idle_wrapper
+    os.kill(server, signal.SIGSTOP)  # held mid-load, so the job surely waits on it
+    client = subprocess.Popen([VITPEFT, "list-backbones"], env=environment(VITPEFT_WARM=str(path)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fds = Path(f"/proc/{client.pid}/fd")
+    wait_for(lambda: any(os.readlink(fd).startswith("socket:") for fd in fds.iterdir()), "the job's connection", 60)
+    time.sleep(0.5)  # connected and sent: now waiting for the first answer
+    os.kill(server, signal.SIGKILL)
+    stdout, stderr = client.communicate(timeout=120)
+    assert client.returncode == 0, stderr
+    assert "dino_vitb16" in stdout  # the job's own work, done cold
+    assert stderr.strip().count("\n") == 0 and "went away before the job started" in stderr, stderr
+    assert "running this job in its own process" in stderr
+
+
+def test_a_job_that_waited_through_a_slow_load_gets_answer_s_from_the_servers_readiness(tmp_path, monkeypatch):
+    """Under load the server may take longer than ANSWER_S to load torch; a job queued meanwhile must not give up
+    the moment the server is ready. Real sockets and a real ready file; a thread answers as a slow server would,
+    with the bounds shrunk to keep this quick."""
+    from vitpeft.cli import warm as warm_module
+
+    monkeypatch.setattr(warm_module, "LOAD_S", 20.0)
+    monkeypatch.setattr(warm_module, "ANSWER_S", 2.0)
+    client, server = socket.socketpair()
+    ready = tmp_path / warm_module.READY
+
+    def load_then_answer():
+        time.sleep(3.0)  # loading: longer than ANSWER_S
+        ready.touch()
+        time.sleep(0.5)
+        server.sendall(b'{"pid": 1}\n')
+
+    threading.Thread(target=load_then_answer, daemon=True).start()
+    reply, fds = warm_module._first_reply(client, ready)
+    assert reply == {"pid": 1} and fds == []
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGHUP", "timeout", "Ctrl-C", "COMMAND killed"])
+def test_the_server_and_its_socket_folder_end_with_the_wrapper(tmp_path, how):
+    """kill -9, kill, a hang-up, `timeout 3 vitpeft warm sleep 300`, Ctrl-C (SIGINT to the terminal's process
+    group), or the workflow itself killed (kill -9): no server and no socket folder remain."""
+    command = [VITPEFT, "warm", "sleep", "300"]
+    outer = subprocess.Popen(["timeout", "3", *command] if how == "timeout" else command,
+                             env=environment(TMPDIR=str(tmp_path)), start_new_session=True)
+    wrapper = outer.pid if how != "timeout" else wait_for(lambda: next(iter(children(outer.pid)), None), "wrapper")
+    server = server_of(wrapper)
+    command_pid = next(pid for pid in children(wrapper) if pid != server)
+    socket_in(tmp_path)
+    try:
+        if how == "Ctrl-C":
+            os.killpg(wrapper, signal.SIGINT)  # the wrapper leads its own session here, as in a terminal
+        elif how == "COMMAND killed":
+            os.kill(command_pid, signal.SIGKILL)
+        elif how != "timeout":
+            os.kill(wrapper, getattr(signal, how))
+        wait_for(lambda: not alive(server), f"the server's end after {how} of its wrapper", 30)
+        wait_for(lambda: not list(tmp_path.glob("vitpeft-warm-*")), "the socket folder's removal", 30)
+        if how != "SIGKILL":  # the wrapper passed the signal on: COMMAND ended too
+            wait_for(lambda: not alive(command_pid), "COMMAND's end", 30)
+    finally:
+        end_all(wrapper, server, command_pid)
+        outer.wait(timeout=60)
+
+
+def test_a_job_whose_server_is_stopped_runs_cold_in_bounded_time(idle_wrapper):
+    """A stopped (or hung) server: a new job waits at most warm.ANSWER_S for it, then runs cold and says why."""
+    from vitpeft.cli import warm as warm_module
+
+    _, server, path = idle_wrapper
+    served = subprocess.run([VITPEFT, "list-backbones"], env=environment(VITPEFT_WARM=str(path)), capture_output=True,
+                            text=True, timeout=300)
+    assert served.returncode == 0 and not served.stderr, served.stderr  # served: the server has loaded
+    os.kill(server, signal.SIGSTOP)
+    started = time.monotonic()
+    cold = subprocess.run([VITPEFT, "list-backbones"], env=environment(VITPEFT_WARM=str(path)), capture_output=True,
+                          text=True, timeout=120)  # to its output's end: the stopped server holds none of its streams
+    waited = time.monotonic() - started
+    assert cold.returncode == 0 and cold.stdout == served.stdout, cold.stderr
+    assert f"the warm server did not answer in {warm_module.ANSWER_S:.0f} s" in cold.stderr
+    assert cold.stderr.strip().count("\n") == 0, cold.stderr
+    assert warm_module.ANSWER_S <= waited < warm_module.ANSWER_S + 60
+
+
+@pytest.fixture
+def served_training(job, tmp_path):
+    """A long training job under `vitpeft warm`, running: its roles' pids, the wrapper, its run folder and stderr."""
+    spec = spec_lib.load(job / "spec.yaml")
+    spec["train"].update(steps=100_000, curve_steps=[])
+    (tmp_path / "spec.yaml").write_text(spec_lib.dump(spec))
+    args = train_args(job, "long")
+    args[args.index(str(job / "spec.yaml"))] = str(tmp_path / "spec.yaml")
+    args[args.index(str(job / "long"))] = str(tmp_path / "long")
+    args[args.index(str(job / ".resume-long"))] = str(tmp_path / ".resume")
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as sink:
+        wrapper = subprocess.Popen([VITPEFT, "warm", "bash", "-c", " ".join(args) + "; echo status=$?; read _"],
+                                   env=environment(TMPDIR=str(tmp_path)), stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=sink)
+    server = server_of(wrapper.pid)
+    try:
+        wait_for(lambda: list((tmp_path / ".resume").glob("*/last.pt")), "the job's first checkpoint", 300)
+        handler = wait_for(lambda: next(iter(children(server)), None), "the job's handler")
+        bash = next(pid for pid, cmd in children(wrapper.pid).items() if cmd.startswith("bash"))
+        roles = {"server": server, "handler": handler,
+                 "job": wait_for(lambda: next(iter(children(handler)), None), "the job"),
+                 "client": wait_for(lambda: next(iter(children(bash)), None), "the client")}  # `vitpeft train`
+        yield {"roles": roles, "args": args, "wrapper": wrapper, "out": tmp_path / "long", "stderr": stderr}
+    finally:
+        wrapper.stdin.close()
+        end_all(wrapper.pid, server)
+        wrapper.wait(timeout=60)
+
+
+def test_a_job_dies_with_its_handler_and_its_client_reports_only_then(served_training):
+    """The handler killed mid-job: the job ends with it, and the client reports the failure only once it has."""
+    roles = served_training["roles"]
+    os.kill(roles["handler"], signal.SIGKILL)
+    line = read_line(served_training["wrapper"].stdout, 120)  # bash prints the client's status as it ends
+    job_alive_then = alive(roles["job"])
+    assert not job_alive_then, "the client reported while its job still ran"
+    assert line.startswith("status=") and line.strip() != "status=0", line
+    assert "handler of this job died" in served_training["stderr"].read_text()
+    time.sleep(1)
+    assert not served_training["out"].exists()  # no orphan writes its outputs later
+
+
+def test_a_served_job_shows_in_ps_as_its_own_command(served_training):
+    """`ps` and `pgrep -f 'vitpeft train'` find a served job by its command, as they find a fresh process."""
+    roles = served_training["roles"]
+    title = processes()[roles["job"]][2]
+    assert title == " ".join(["vitpeft", *served_training["args"][1:]])
+    assert Path(f"/proc/{roles['job']}/comm").read_text().startswith("vitpeft")
+    os.kill(roles["client"], signal.SIGTERM)  # passed on to the job: it checkpoints and exits 75
+    assert read_line(served_training["wrapper"].stdout, 120).strip() == f"status={resume.EXIT_PREEMPTED}"

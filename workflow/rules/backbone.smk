@@ -35,6 +35,8 @@ elif PLAN.backbone.info["rule"] == "fetch":
             checkpoint=PLAN.backbone.path,
         log:
             f"{LOGS}/fetch_checkpoint-{PLAN.backbone.key}.log",
+        benchmark:
+            f"{BENCH}/fetch_checkpoint-{PLAN.backbone.key}.tsv"
         params:
             source=(
                 f"--timm-hub {CFG['backbone']['timm_hub']}"

@@ -58,11 +58,23 @@ def asks_for_report():
     return "--report-after-run" not in words and any(w == "--report" or w.startswith("--report=") for w in words)
 
 
-if workflow.is_main_process and asks_for_report() and not os.path.exists(PLAN.report.path):
+REPORTING = asks_for_report()  # the Snakefile then shows the finished study (workflow/rules/study_report.smk)
+
+
+def _unfinished():
+    """What a report of the study lacks: the grid's report (with its interpolation), the task sequence's."""
+    missing = [] if os.path.exists(PLAN.report.path) else [f"{PLAN.results}/ holds no report of {CONFIG} as it stands"]
+    if PLAN.sequence is not None and not os.path.exists(PLAN.sequence.report.path):
+        missing.append(f"{PLAN.sequence.folder}/ holds no task-sequence report of it")
+    return missing
+
+
+if workflow.is_main_process and REPORTING and _unfinished():
     # Snakemake would fail on the first missing table after a warning per output; say what must run instead.
     given = "" if CONFIG == DEFAULT_CONFIG else f" --configfile {CONFIG}"
+    writers = "last job writes it" if len(_unfinished()) == 1 else "last jobs write them"
     refuse(
-        f"--report: {PLAN.results}/ holds no report of {CONFIG} as it stands (the workflow's last job writes it): "
+        f"--report: {'; '.join(_unfinished())} (the workflow's {writers}): "
         f"run `snakemake all --cores N{given}` first (`snakemake -n all{given}` lists what is left to run), "
         "then --report again"
     )
@@ -102,6 +114,7 @@ def shard_cache(wildcards, output):
 
 
 def report_folder(wildcards, output):
+    """The study's results folder, where the report's first file (table.md) goes: from the output, as --lint asks."""
     return os.path.dirname(output[0])
 
 
@@ -282,7 +295,7 @@ def imagenet_per_class(wildcards):
 def report_inputs(wildcards):
     nodes = [PLAN.pretrained_source, *PLAN.pretrained_target.values()]
     for run in PLAN.runs.values():
-        nodes += [run.train, run.target, run.source, run.curve, run.interpolation]
+        nodes += [run.train, run.target, run.source, run.curve, run.interpolation, run.wise]
     return unless_made(PLAN.report.path, [ancient(node.path) for node in nodes if node is not None])
 
 
@@ -300,6 +313,21 @@ def interpolation_inputs(wildcards):
 
 def interpolation_run_dir(wildcards):
     return run_by_eval(wildcards, "interpolation").train.path
+
+
+def wise_inputs(wildcards):
+    run = run_by_eval(wildcards, "wise")
+    needs = {"run": ancient(run.train.path), "sweep": ancient(run.interpolation.path),
+             "source": ancient(PLAN.source.output), "checkpoint": ancient(PLAN.backbone.path)}
+    return unless_made(run.wise.path, needs)
+
+
+def wise_run_dir(wildcards):
+    return run_by_eval(wildcards, "wise").train.path
+
+
+def wise_sweep(wildcards):
+    return run_by_eval(wildcards, "wise").interpolation.path
 
 
 def interpolation_source_args():

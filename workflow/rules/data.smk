@@ -30,6 +30,8 @@ rule download_target:
         root=directory(f"{PLAN.data}/downloads/{{dataset}}"),
     log:
         f"{LOGS}/download_target/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/download_target/{{dataset}}.tsv"
     params:
         args=download_target_args,
     conda:
@@ -46,6 +48,8 @@ rule prepare_target:
         data=directory(f"{PLAN.data}/targets/{{dataset}}/{{key}}"),
     log:
         f"{LOGS}/prepare_target/{{dataset}}-{{key}}.log",
+    benchmark:
+        f"{BENCH}/prepare_target/{{dataset}}-{{key}}.tsv"
     params:
         args=prepare_target_args,
     threads: resource("prepare", "cpus")
@@ -75,6 +79,8 @@ if PLAN.imagenet_shards():
             shard=directory(f"{IMAGENET}/{{part}}/shard-{{index}}-of-{{total}}"),
         log:
             f"{LOGS}/prepare_imagenet/{PLAN.source.key}/{{part}}-{{index}}-of-{{total}}.log",
+        benchmark:
+            f"{BENCH}/prepare_imagenet/{PLAN.source.key}/{{part}}-{{index}}-of-{{total}}.tsv"
         wildcard_constraints:
             part="bank|queries",
             index=r"\d{5}",
@@ -107,6 +113,8 @@ if PLAN.imagenet_shards():
             queries=f"{IMAGENET}/queries/meta.json",
         log:
             f"{LOGS}/index_imagenet-{PLAN.source.key}.log",
+        benchmark:
+            f"{BENCH}/index_imagenet-{PLAN.source.key}.tsv"
         params:
             out=shard_cache,
             shards=f"--shards {SHARDS['bank']} --query-shards {SHARDS['queries']}",

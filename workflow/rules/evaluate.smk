@@ -26,6 +26,7 @@ rule eval_target:
         f"{BENCH}/eval_target/{EVAL_LOG}.tsv"
     params:
         device=EVAL_DEVICE,
+        resume_dir=CFG["resume_dir"],
         run=eval_run_dir,
         test=target_test,
     threads: resource("evaluate", "cpus")
@@ -36,7 +37,7 @@ rule eval_target:
     shell:
         logged(
             "OMP_NUM_THREADS={threads} vitpeft eval-target {params.device} --spec {params.run}/spec.yaml --run {params.run}"
-            " --data {params.test} --out {output.metrics}"
+            " --data {params.test} --out {output.metrics} --resume-dir {params.resume_dir}"
         )
 
 
@@ -51,6 +52,7 @@ rule eval_target_pretrained:
         f"{BENCH}/eval_target/{{dataset}}/{PRETRAINED}-{{key}}.tsv"
     params:
         device=EVAL_DEVICE,
+        resume_dir=CFG["resume_dir"],
         config=CONFIG,
         pretrained=PRETRAINED,
         test=target_test,
@@ -64,7 +66,7 @@ rule eval_target_pretrained:
     shell:
         logged(
             "OMP_NUM_THREADS={threads} vitpeft eval-target {params.device} --config {params.config} --experiment {params.pretrained}"
-            " --dataset {wildcards.dataset} --data {params.test} {params.knn} --out {output.metrics}"
+            " --dataset {wildcards.dataset} --data {params.test} {params.knn} --out {output.metrics} --resume-dir {params.resume_dir}"
         )
 
 
@@ -82,6 +84,7 @@ if PLAN.features is not None:
             f"{BENCH}/extract_features-{PLAN.features.key}.tsv"
         params:
             device=EVAL_DEVICE,
+            resume_dir=CFG["resume_dir"],
             config=CONFIG,
             pretrained=PRETRAINED,
             bank=PLAN.source.info["bank"],
@@ -95,7 +98,7 @@ if PLAN.features is not None:
         shell:
             logged(
                 "OMP_NUM_THREADS={threads} vitpeft extract-features {params.device} --config {params.config} --experiment {params.pretrained}"
-                " --bank {params.bank} --queries {params.queries} {params.norm} --out {output.features}"
+                " --bank {params.bank} --queries {params.queries} {params.norm} --out {output.features} --resume-dir {params.resume_dir}"
             )
 
     rule eval_source_pretrained:
@@ -109,6 +112,7 @@ if PLAN.features is not None:
             f"{BENCH}/eval_source_pretrained-{PLAN.pretrained_source.key}.tsv"
         params:
             device=EVAL_DEVICE,
+            resume_dir=CFG["resume_dir"],
             config=CONFIG,
             pretrained=PRETRAINED,
             bank=PLAN.source.info["bank"],
@@ -124,7 +128,7 @@ if PLAN.features is not None:
             logged(
                 "OMP_NUM_THREADS={threads} vitpeft eval-source {params.device} --config {params.config} --experiment {params.pretrained}"
                 " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
-                " {params.knn} --out {output.metrics}"
+                " {params.knn} --out {output.metrics} --resume-dir {params.resume_dir}"
             )
 
     rule eval_source:
@@ -138,6 +142,7 @@ if PLAN.features is not None:
             f"{BENCH}/eval_source/{EVAL_LOG}.tsv"
         params:
             device=EVAL_DEVICE,
+            resume_dir=CFG["resume_dir"],
             run=eval_source_run_dir,
             bank=PLAN.source.info["bank"],
             queries=PLAN.source.info["queries"],
@@ -152,7 +157,7 @@ if PLAN.features is not None:
             logged(
                 "OMP_NUM_THREADS={threads} vitpeft eval-source {params.device} --spec {params.run}/spec.yaml --run {params.run}"
                 " --bank {params.bank} --queries {params.queries} --pretrained-features {params.features}"
-                " {params.knn} --out {output.metrics}"
+                " {params.knn} --out {output.metrics} --resume-dir {params.resume_dir}"
             )
 
 
@@ -170,6 +175,7 @@ if CFG["curve"]["steps"]:
             f"{BENCH}/eval_curve/{EVAL_LOG}.tsv"
         params:
             device=EVAL_DEVICE,
+            resume_dir=CFG["resume_dir"],
             run=eval_curve_run_dir,
             test=target_test,
             source=(
@@ -185,5 +191,5 @@ if CFG["curve"]["steps"]:
         shell:
             logged(
                 "OMP_NUM_THREADS={threads} vitpeft eval-curve {params.device} --spec {params.run}/spec.yaml --run {params.run}"
-                " --target-data {params.test} {params.source} --out {output.metrics}"
+                " --target-data {params.test} {params.source} --out {output.metrics} --resume-dir {params.resume_dir}"
             )

@@ -11,6 +11,8 @@ if PLAN.sequence is not None:
             data=directory(f"{PLAN.data}/synthetic-tasks/{{task}}/{{key}}"),
         log:
             f"{LOGS}/make_synthetic_task/{{task}}-{{key}}.log",
+        benchmark:
+            f"{BENCH}/make_synthetic_task/{{task}}-{{key}}.tsv"
         params:
             config=CONFIG,
         conda:
@@ -57,8 +59,11 @@ if PLAN.sequence is not None:
             metrics=f"{SEQ_METRICS}/step{{step}}-{{key}}.json",
         log:
             f"{LOGS}/eval_step/{SEQ_LOG}.log",
+        benchmark:
+            f"{BENCH}/eval_step/{SEQ_LOG}.tsv"
         params:
             device=device("evaluate"),
+            resume_dir=CFG["resume_dir"],
             config=CONFIG,
             features=SEQ_FEATURES,
         threads: resource("evaluate", "cpus")
@@ -73,7 +78,7 @@ if PLAN.sequence is not None:
             logged(
                 "OMP_NUM_THREADS={threads} vitpeft eval-step {params.device} --config {params.config}"
                 " --experiment {wildcards.exp} --seed {wildcards.seed} --step {wildcards.step} --key {wildcards.key}"
-                " {params.features} --out {output.metrics}"
+                " {params.features} --out {output.metrics} --resume-dir {params.resume_dir}"
             )
 
     rule route:
@@ -83,8 +88,11 @@ if PLAN.sequence is not None:
             metrics=f"{SEQ_METRICS}/router-{{key}}.json",
         log:
             f"{LOGS}/route/{{exp}}/seed{{seed}}-{{key}}.log",
+        benchmark:
+            f"{BENCH}/route/{{exp}}/seed{{seed}}-{{key}}.tsv"
         params:
             device=device("evaluate"),
+            resume_dir=CFG["resume_dir"],
             config=CONFIG,
             features=SEQ_FEATURES,
         threads: resource("evaluate", "cpus")
@@ -99,17 +107,21 @@ if PLAN.sequence is not None:
             logged(
                 "OMP_NUM_THREADS={threads} vitpeft route {params.device} --config {params.config}"
                 " --experiment {wildcards.exp} --seed {wildcards.seed} --key {wildcards.key}"
-                " {params.features} --out {output.metrics}"
+                " {params.features} --out {output.metrics} --resume-dir {params.resume_dir}"
             )
 
     rule sequence_report:
+        # update(): Snakemake keeps the previous report's files while this job runs and puts them back if it
+        # fails (vitpeft writes none before all are made), so a bad input never leaves the study without one.
         input:
             seq_report_inputs,
         output:
             record=SEQ.report.path,
-            files=SEQ.files(),
+            files=[update(path) for path in SEQ.files()],
         log:
             f"{LOGS}/sequence_report-{SEQ.report.key}.log",
+        benchmark:
+            f"{BENCH}/sequence_report-{SEQ.report.key}.tsv"
         params:
             config=CONFIG,
         conda:

@@ -1,5 +1,6 @@
 # The task sequence's Python (workflow/rules/sequence.smk holds its rules): paths and the
 # named input functions, as common.smk does for the grid. SEQ is None without a `sequence`.
+# A step that trains what the grid plans is the grid's run (rule train), read from its folder.
 
 SEQ = PLAN.sequence
 SEQ_RUN = "" if SEQ is None else f"{SEQ.folder}/runs/{{exp}}/seed{{seed}}/step{{step}}-{{key}}"
@@ -14,8 +15,8 @@ def seq_step(wildcards):
 def seq_train_inputs(wildcards):
     step = seq_step(wildcards)
     needs = {"data": ancient(SEQ.targets[step.task].output), "checkpoint": ancient(PLAN.backbone.path)}
-    if step.index > 1:
-        needs["previous"] = ancient(SEQ.chain(wildcards.exp, wildcards.seed)[step.index - 2].train.path)
+    if step.spec.get("start") is not None:  # a shared step starts from the run before it; a per-task one does not
+        needs["previous"] = ancient(step.spec["start"]["run"])
     return unless_made(step.train.path, needs)
 
 

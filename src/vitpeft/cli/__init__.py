@@ -4,17 +4,18 @@ The top stage: it may import every other; nothing imports it.
 """
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from vitpeft.cli import warm
 from vitpeft.errors import VitpeftError
-from vitpeft.training import kernels
+from vitpeft.training import kernels, resume
 
 # Each module defines register(subparsers); a subcommand sets `func` to its runner.
 COMMAND_MODULES = [
     "params", "train", "evaluate", "interpolate", "data", "demo", "report", "compare", "check", "targets", "backbones",
-    "sequence", "warm",
+    "sequence", "warm", "bits",
 ]
 
 
@@ -32,8 +33,22 @@ def main(argv=None) -> int:
         return status  # run by a warm server (`vitpeft warm`): same work, without loading torch again
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        with _resumable(args):
+            return args.func(args) or 0
     except VitpeftError as error:
         print(f"vitpeft {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except resume.Preempted as stopped:  # an evaluation asked to stop (training's commands say it themselves)
+        print(f"vitpeft {args.command}: {stopped}", file=sys.stderr)
+        return resume.EXIT_PREEMPTED
+
+
+def _resumable(args):
+    """An evaluation given --resume-dir runs with resumable image passes (vitpeft.evaluation.passes)."""
+    if not (getattr(args, "resumable_passes", False) and args.resume_dir):
+        return contextlib.nullcontext()
+    from vitpeft.cli.evaluate import passes_folder
+    from vitpeft.evaluation import passes
+
+    return passes.resumable(passes_folder(args))
 

@@ -2,13 +2,16 @@
 (the untouched backbone's source features, once), subsample (a class-balanced subset) and eval-curve (a run's
 forgetting curve)."""
 
+import hashlib
 import json
+from pathlib import Path
 
 from vitpeft.training import devices
+from vitpeft.training.resume import EXIT_PREEMPTED
 from vitpeft.models.presets import IMAGENET_MEAN, IMAGENET_STD
 from vitpeft.cli import specs
+from vitpeft.digests import write_json
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import write_json
 
 DINO_KS = [10, 20, 100, 200]
 DINO_TEMPERATURE = 0.07
@@ -52,7 +55,8 @@ def register(subparsers) -> None:
     specs.add_options(extract)
     _source_options(extract)
     extract.add_argument("--out", required=True, metavar="DIR", help="cache folder to write")
-    extract.add_argument("--batch-size", type=int, default=256)
+    devices.add_batch_option(extract)
+    resumable_option(extract)
     devices.add_option(extract)
     extract.set_defaults(func=_extract_features)
 
@@ -81,17 +85,35 @@ def register(subparsers) -> None:
     _source_options(curve, required=False)
     _knn_options(curve)
     curve.add_argument("--out", required=True, metavar="JSON", help="curve JSON to write")
-    curve.add_argument("--batch-size", type=int, default=256)
+    devices.add_batch_option(curve)
+    resumable_option(curve)
     devices.add_option(curve)
     curve.set_defaults(func=_eval_curve)
 
 
+def resumable_option(parser) -> None:
+    """--resume-dir for an evaluation: its image passes survive SLURM's warning signal (vitpeft.evaluation.passes)."""
+    parser.add_argument(
+        "--resume-dir", default=None, metavar="DIR",
+        help="make the job resumable: on SIGTERM/SIGUSR1 save the image passes made so far under DIR and exit "
+        f"{EXIT_PREEMPTED}; the same command then goes on where it stopped (default: not resumable)")
+    parser.set_defaults(resumable_passes=True)
+
+
+def passes_folder(args) -> Path:
+    """One folder per evaluation job under --resume-dir: named by its command and a hash of all its arguments."""
+    settings = {key: value for key, value in vars(args).items() if key not in ("func", "resume_dir")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(args.resume_dir) / f"{args.command}-{digest}"
+
+
 def _common(parser) -> None:
     specs.add_options(parser)
+    resumable_option(parser)
     parser.add_argument("--run", default=None,
                         help="run folder from `vitpeft train` (default: the pretrained backbone)")
     parser.add_argument("--out", required=True, help="metrics JSON to write")
-    parser.add_argument("--batch-size", type=int, default=256)
+    devices.add_batch_option(parser)
     devices.add_option(parser)
 
 

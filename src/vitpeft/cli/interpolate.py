@@ -1,11 +1,12 @@
-"""`vitpeft eval-interpolation`: a run's WiSE-FT-style interpolation curve (vitpeft.evaluation.interpolation)."""
+"""`vitpeft eval-interpolation` (a run's WiSE-FT-style interpolation curve) and `vitpeft eval-wise` (its chosen alpha,
+scored on the whole source bank): vitpeft.evaluation.interpolation."""
 
 import json
 
 from vitpeft.cli import specs
-from vitpeft.cli.evaluate import _knn_options, _source_options
+from vitpeft.cli.evaluate import _knn_options, _source_options, resumable_option
+from vitpeft.digests import write_json
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import write_json
 from vitpeft.training import devices
 
 
@@ -26,9 +27,44 @@ def register(subparsers) -> None:
                         help="what the bank and queries are, recorded in the output (e.g. 'subsample: 100 per class')")
     _knn_options(parser)
     parser.add_argument("--out", required=True, metavar="JSON", help="interpolation JSON to write")
-    parser.add_argument("--batch-size", type=int, default=256)
+    devices.add_batch_option(parser)
+    resumable_option(parser)
     devices.add_option(parser)
     parser.set_defaults(func=_run)
+
+    wise = subparsers.add_parser(
+        "eval-wise",
+        help="a run at the alpha chosen from its interpolation sweep: source k-NN on the whole bank",
+        description="Reads the run's sweep (eval-interpolation's JSON), chooses the alpha of the highest "
+        "(target + source) / 2 with the target on the held-out data (--choose-on validation: the validation split "
+        "or the slice of train the run did not train on) or on the test split (--choose-on test: an upper bound), "
+        "the source on the sweep's subsample, ties to the larger alpha; then scores the source k-NN (every k) of the "
+        "run at that alpha on the given, whole, bank and queries. The JSON records the choice and its data.",
+    )
+    specs.add_options(wise)
+    wise.add_argument("--run", required=True, help="run folder from `vitpeft train`")
+    wise.add_argument("--sweep", required=True, metavar="JSON", help="the run's `vitpeft eval-interpolation` output")
+    wise.add_argument("--choose-on", required=True, choices=["validation", "test"])
+    _source_options(wise)
+    _knn_options(wise)
+    wise.add_argument("--out", required=True, metavar="JSON", help="metrics JSON to write")
+    devices.add_batch_option(wise)
+    resumable_option(wise)
+    devices.add_option(wise)
+    wise.set_defaults(func=_wise)
+
+
+def _wise(args) -> int:
+    from vitpeft.evaluation.interpolation import eval_wise
+
+    spec = specs.spec_from(args)
+    result = eval_wise(
+        spec, args.run, args.sweep, args.choose_on, args.bank, args.queries, args.k, args.temperature, args.mean,
+        args.std, args.device, args.batch_size, args.precision,
+    )  # fmt: skip
+    write_json(args.out, result)
+    print(json.dumps({"alpha": result["alpha"], "target_acc": result["target_acc"], "source_acc": result["top1"]}))
+    return 0
 
 
 def _run(args) -> int:

@@ -1,4 +1,8 @@
-"""`vitpeft params`: trainable parameter counts of every experiment in a workflow config, beside the paper's."""
+"""`vitpeft params`: trainable parameter counts of every experiment in a workflow config, beside the paper's.
+
+With --cost, what each run would cost at that scale, from the meta device (vitpeft.training.cost): training
+FLOPs per image (counted), peak training memory (the analytic estimate) and the stored parameters.
+"""
 
 import csv
 import io
@@ -8,6 +12,7 @@ from vitpeft.models import presets
 from vitpeft.errors import VitpeftError
 
 COLUMNS = ["experiment", "dataset", "method", "trainable", "paper"]
+COST_COLUMNS = ["train_flops_per_image", "memory_estimate_bytes", "stored_params"]
 DEFAULT_IMG_SIZE = 224
 
 
@@ -31,21 +36,27 @@ def register(subparsers) -> None:
         "--preset", default=None, metavar="NAME",
         help=f"count on this backbone preset instead of the config's model (one of: {', '.join(presets.PRESETS)})",
     )
+    parser.add_argument(
+        "--cost", action="store_true",
+        help="also each run's training FLOPs per image (counted by torch's FlopCounterMode on the meta device), its "
+        "peak training memory (the estimate `vitpeft check --gpu` makes) and its stored parameters; a few seconds "
+        "per experiment at ViT-B",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    rows = count_rows(args.config, args.model, args.preset)
+    rows = count_rows(args.config, args.model, args.preset, cost=args.cost)
     sys.stdout.write(render(rows, args.format))
     return 0
 
 
-def count_rows(config_path, model_name=None, preset=None) -> list:
+def count_rows(config_path, model_name=None, preset=None, cost=False) -> list:
     """One row per experiment and target dataset (its head): our trainable count, the paper's (None where it has none).
 
     The specs are the ones the workflow trains (vitpeft.study.plan), for the first
     seed (seeds change no count). `model_name` (a timm model at its default
-    size) or `preset` (vitpeft.models.presets) replaces the config's model.
+    size) or `preset` (vitpeft.models.presets) replaces the config's model. `cost` adds COST_COLUMNS.
     """
     from vitpeft.study import config as config_lib
     from vitpeft.methods import registry
@@ -69,8 +80,16 @@ def count_rows(config_path, model_name=None, preset=None) -> list:
             "method": run.method,
             "trainable": trainable,
             "paper": paper.get(name, {}).get("params"),
+            **(costs(spec) if cost else {}),
         })
     return rows
+
+
+def costs(spec: dict) -> dict:
+    from vitpeft.training import cost
+
+    record = cost.record(spec)
+    return {column: record[column] for column in COST_COLUMNS}
 
 
 def replacement_model(model_name=None, preset=None):
@@ -93,17 +112,22 @@ def default_model_cfg(name: str) -> dict:
 
 
 def render(rows: list, fmt: str) -> str:
+    columns = COLUMNS + (COST_COLUMNS if rows and COST_COLUMNS[0] in rows[0] else [])
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows({**row, "paper": "" if row["paper"] is None else row["paper"]} for row in rows)
         return out.getvalue()
     from tabulate import tabulate
 
-    table = [[row["experiment"], row["dataset"], row["method"], _thousands(row["trainable"]), _thousands(row["paper"])]
-             for row in rows]
-    return tabulate(table, headers=COLUMNS, colalign=("left", "left", "left", "right", "right"),
+    from vitpeft.report.tables import human_bytes, human_flops
+
+    shown = {"train_flops_per_image": human_flops, "memory_estimate_bytes": human_bytes, "stored_params": _thousands}
+    table = [[row["experiment"], row["dataset"], row["method"], _thousands(row["trainable"]), _thousands(row["paper"]),
+              *(shown[column](row[column]) for column in columns[len(COLUMNS):])] for row in rows]
+    headers = COLUMNS + ["train FLOPs/img", "memory (estimate)", "stored"][:len(columns) - len(COLUMNS)]
+    return tabulate(table, headers=headers, colalign=("left", "left", "left") + ("right",) * (len(headers) - 3),
                     disable_numparse=True) + "\n"
 
 

@@ -6,11 +6,13 @@ from pathlib import Path
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="build the results tables, the trade-off plot and the forgetting curve",
+        help="build the results tables, the figures and the runtimes",
         description="Read the metrics file of every run the config plans (and of the untouched backbone), "
-        "write OUT/table.md, table.csv, table.tex, per_seed.csv, tradeoff.png and, when the config has "
-        "curve.steps, curve.csv and curve.png; then PROVENANCE, listing every file read with its sha256 "
-        "(older report-*.json beside it are removed). Prints the Markdown table.",
+        "write OUT/table.md, table.csv, table.tex, table.html (each with its notes), per_seed.csv, index.csv, "
+        "tradeoff.png, cost.png (source kept against training FLOPs); with curve.steps curve.csv and curve.png; with interpolation interpolation.csv and "
+        "interpolation.png (every figure also as PDF); runtimes.csv and runtimes.html from OUT/benchmarks/; then "
+        "PROVENANCE, listing every file read with its sha256 (older report-*.json beside it are removed). Prints "
+        "the Markdown table.",
     )
     parser.add_argument("--config", required=True, help="workflow config YAML (paths in it are relative to here)")
     parser.add_argument("--out", required=True, help="folder to write the report files into (results/<name>)")

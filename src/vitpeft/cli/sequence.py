@@ -6,8 +6,9 @@ planned it (vitpeft.study.sequence) and refuses a --key the config no longer pla
 
 import sys
 
+from vitpeft.digests import write_json
+from vitpeft.cli.evaluate import resumable_option
 from vitpeft.errors import VitpeftError
-from vitpeft.fileio import write_json
 from vitpeft.training import devices, resume
 
 
@@ -49,8 +50,9 @@ def register(subparsers) -> None:
 
     report = subparsers.add_parser(
         "sequence-report", help="the accuracy matrix, its measures and heatmaps",
-        description="matrix.csv, summary.csv, summary.md and heatmap-<experiment>.png in the study's "
-        "results/<name>/sequence/, and the keyed provenance record RECORD.")
+        description="matrix.csv, summary.csv, summary.md, summary.html, heatmap-<experiment>.png and .pdf, "
+        "runtimes.csv and runtimes.html in the study's results/<name>/sequence/, and the keyed provenance record "
+        "RECORD.")
     report.add_argument("--config", required=True)
     report.add_argument("--record", required=True, metavar="RECORD")
     report.set_defaults(func=_report)
@@ -69,7 +71,8 @@ def _scoring(parser) -> None:
     parser.add_argument("--out", required=True, metavar="JSON")
     parser.add_argument("--pretrained-features", metavar="DIR", default=None,
                         help="the untouched backbone's source features (`vitpeft extract-features`), when they match")
-    parser.add_argument("--batch-size", type=int, default=256)
+    devices.add_batch_option(parser)
+    resumable_option(parser)
     devices.add_option(parser)
 
 

@@ -19,6 +19,17 @@ def add_options(parser) -> None:
     chosen.add_argument("--key", metavar="K", help="the run's planned key; refuse if the config plans another")
 
 
+def _check_run_spec(spec, run) -> None:
+    """A run folder's spec.yaml (`--spec RUN/spec.yaml`) is checked against the run's digests before it is read."""
+    from pathlib import Path
+
+    from vitpeft import digests
+
+    folder = Path(spec).resolve().parent
+    if (run is not None and folder == Path(run).resolve()) or (folder / digests.MANIFEST).is_file():
+        digests.verify(folder, [Path(spec).name])
+
+
 def spec_from(args) -> dict:
     """The resolved spec the arguments name, or one VitpeftError saying which arguments are missing."""
     from vitpeft.study import spec as spec_lib
@@ -26,6 +37,7 @@ def spec_from(args) -> dict:
     if args.spec and args.config:
         raise VitpeftError("give --spec or --config, not both")
     if args.spec:
+        _check_run_spec(args.spec, getattr(args, "run", None))
         return spec_lib.load(args.spec)
     if not (args.config and args.experiment):
         raise VitpeftError("say which run: --spec FILE, or --config C --experiment E [--dataset D] [--seed S]")

@@ -21,6 +21,7 @@ from vitpeft.evaluation import features
 from vitpeft.evaluation import knn
 from vitpeft.methods import registry
 from vitpeft.training import model as models
+from vitpeft import digests
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import read_json
 
@@ -36,7 +37,7 @@ class Point:
 
 
 def points(run_dir) -> list:
-    """The run's curve points in step order, then its final weights at the selected step."""
+    """The run's curve points in step order, then its final weights at the selected step; every file checked."""
     run_dir = Path(run_dir)
     final = run_dir / models.TRAINABLE_FILE
     if not final.is_file():
@@ -47,6 +48,8 @@ def points(run_dir) -> list:
         if match is None:
             raise VitpeftError(f"{path}: not a curve point (expected step_NNNNNN.safetensors, as vitpeft train writes)")
         curve.append(Point(int(match[1]), path, final=False))
+    read = [point.path.relative_to(run_dir).as_posix() for point in curve] + [final.name, "summary.json"]
+    digests.verify(run_dir, read)
     return sorted(curve, key=lambda point: point.step) + [Point(_selected_step(run_dir), final, final=True)]
 
 
@@ -93,7 +96,7 @@ def eval_curve(
     mean=evaluate.IMAGENET_MEAN,
     std=evaluate.IMAGENET_STD,
     device="cpu",
-    batch_size=256,
+    batch_size=None,
     precision="fp32",
 ) -> dict:
     """{"points": [{"step", "target_acc", "source_acc", "source_knn": {k: acc}, "final"}], ...} for one run.

@@ -26,6 +26,7 @@ from vitpeft.evaluation import knn
 from vitpeft.methods import registry
 from vitpeft.training import model as models
 from vitpeft.errors import VitpeftError
+from vitpeft import code_version
 
 IMAGENET_MEAN = tuple(presets.IMAGENET_MEAN)
 IMAGENET_STD = tuple(presets.IMAGENET_STD)
@@ -33,7 +34,7 @@ HEADLINE_K = 20  # DINO's headline k
 
 
 def eval_target(
-    spec, run_dir, data_dir, device="cpu", batch_size=256, ks=knn.DINO_KS, temperature=knn.DINO_TEMPERATURE
+    spec, run_dir, data_dir, device="cpu", batch_size=None, ks=knn.DINO_KS, temperature=knn.DINO_TEMPERATURE
 ) -> dict:
     """Top-1/top-5 (%) of the run's classifier on the prepared test set `data_dir`; k-NN when run_dir is None."""
     started, device = time.monotonic(), devices.pick(device)
@@ -78,7 +79,7 @@ def eval_source(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     device="cpu",
-    batch_size=256,
+    batch_size=None,
     precision="fp32",
     pretrained_features=None,
 ) -> dict:
@@ -203,7 +204,11 @@ def keyed(scores: dict) -> dict:
 
 
 def provenance(spec, run_dir, device) -> dict:
-    """Whose score it is, and the device and arithmetic that computed it."""
+    """Whose score it is, and the device, arithmetic and code that computed it."""
     return {"name": spec["name"], "method": spec["method"], "run": str(run_dir) if run_dir is not None else None,
-            "device": devices.describe(device), "compute_precision": knn.compute_precision(device),
-            "kernels": kernels.record(device)}
+            "compute_precision": knn.compute_precision(device), **computed_by(device)}
+
+
+def computed_by(device) -> dict:
+    """The device, its kernels as the libraries report them, and the code: what every metrics file records."""
+    return {"device": devices.describe(device), "kernels": kernels.record(device), "code": code_version.describe()}

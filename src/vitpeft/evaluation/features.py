@@ -9,7 +9,9 @@ provenance equals what it would compute itself; otherwise it recomputes and
 says why in its log. k and T are not part of it: they act after the features.
 
 Cache folder: bank.npy, queries.npy ([N, D] unit features, fp32 or fp16),
-bank_labels.npy, query_labels.npy, provenance.json; written atomically.
+bank_labels.npy, query_labels.npy, provenance.json and SHA256SUMS; written
+atomically. A cache whose files do not match their digests is refused, naming
+the file (vitpeft.digests): it is never read, nor silently recomputed.
 """
 
 import hashlib
@@ -23,6 +25,7 @@ import torch
 from vitpeft.evaluation import knn
 from vitpeft.training import model as models
 from vitpeft.data import store
+from vitpeft import digests
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import atomic_path, read_json, write_json
 
@@ -136,7 +139,7 @@ def _file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def extract_pretrained(spec: dict, data: KnnData, out, device, batch_size: int = 256) -> dict:
+def extract_pretrained(spec: dict, data: KnnData, out, device, batch_size: int | None = None) -> dict:
     """Write the untouched backbone's features of `data` with their provenance to the folder `out`; return it."""
     record = provenance(spec, data, device)
     model = models.pretrained(spec, device)
@@ -148,6 +151,7 @@ def extract_pretrained(spec: dict, data: KnnData, out, device, batch_size: int =
         np.save(tmp / "bank_labels.npy", np.asarray(data.bank.labels, dtype=np.int64))
         np.save(tmp / "query_labels.npy", np.asarray(data.queries.labels, dtype=np.int64))
         write_json(tmp / "provenance.json", record)
+        digests.seal(tmp)
     knn.log(f"wrote the untouched backbone's features to {out}")
     return record
 
@@ -166,6 +170,8 @@ def cached(folder, expected: dict, device):
     the log; the caller then computes the features itself.
     """
     folder = Path(folder)
+    if folder.is_dir():
+        digests.verify(folder, ["provenance.json", "bank.npy", "queries.npy"])
     try:
         found = read_json(folder / "provenance.json")
     except (OSError, ValueError) as error:

@@ -22,8 +22,6 @@ and the pretrained weighted k-NN gets it right. With the task id given (the
 oracle route) the same count is the upper bound.
 """
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
@@ -47,10 +45,8 @@ def task_model(chain: list, after: int, task: int, device="cpu"):
     own, now = chain[task - 1], chain[after - 1]
     if task == after or now.variant == sequence_lib.PER_TASK or now.method in UNTOUCHED:
         return models.trained(resolved(own), own.train.path, device).eval()
-    from safetensors.torch import load_file
-
     model = models.trained(resolved(now), now.train.path, "cpu")
-    heads = load_file(str(Path(own.train.path) / models.TRAINABLE_FILE), device="cpu")
+    heads = models.weights_of(own.train.path)
     head = {name.removeprefix(HEAD_PREFIX): value for name, value in heads.items() if name.startswith(HEAD_PREFIX)}
     model.reset_classifier(own.spec["num_classes"])
     model.get_classifier().load_state_dict(head)
@@ -62,7 +58,7 @@ def test_set(seq, task: str):
 
 
 @torch.no_grad()
-def score_step(plan, experiment: str, seed: int, index: int, device="cpu", batch_size=256,
+def score_step(plan, experiment: str, seed: int, index: int, device="cpu", batch_size=None,
                pretrained_features=None) -> dict:
     """Row `index` of the matrix of one (experiment, seed): every task seen so far, and the source domain."""
     device = devices.pick(device)
@@ -88,7 +84,7 @@ def score_step(plan, experiment: str, seed: int, index: int, device="cpu", batch
         source = {key: scored[key] for key in ("top1", "routed_top1", "knn", "headline_k")}
     return {"experiment": experiment, "seed": int(seed), "step": index, "trained_on": step.task,
             "variant": step.variant, "method": step.method, "tasks": tasks, "source": source,
-            "run": step.train.path, "device": devices.describe(device)}
+            "run": step.train.path, **evaluate.computed_by(device)}
 
 
 # ---------------------------------------------------------------- the router
@@ -129,7 +125,7 @@ def routed_scores(routes, domains, right, names: list) -> dict:
 
 
 @torch.no_grad()
-def evaluate_router(plan, experiment: str, seed: int, device="cpu", batch_size=256, pretrained_features=None) -> dict:
+def evaluate_router(plan, experiment: str, seed: int, device="cpu", batch_size=None, pretrained_features=None) -> dict:
     """Route the mixed stream (every task's test set, the source queries) of one per-task sequence."""
     device = devices.pick(device)
     seq = plan.sequence
@@ -170,5 +166,4 @@ def evaluate_router(plan, experiment: str, seed: int, device="cpu", batch_size=2
     knn.log(f"{experiment}/seed{seed}: routing {scores['mean']['routing']:.2f}%, end to end "
             f"{scores['mean']['routed']:.2f}% (task id given: {scores['mean']['task_id']:.2f}%)")
     return {"experiment": experiment, "seed": int(seed), **scores, "headline_k": k,
-            "rule": "nearest class prototype, pretrained unit CLS features, cosine",
-            "device": devices.describe(device)}
+            "rule": "nearest class prototype, pretrained unit CLS features, cosine", **evaluate.computed_by(device)}

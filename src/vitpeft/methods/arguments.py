@@ -14,6 +14,8 @@ from typing import Optional
 
 from vitpeft.errors import VitpeftError
 
+HEAD_ONLY = frozenset({"linear"})  # methods that train only a head: the backbone stays the pretrained one
+
 
 def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -193,19 +195,100 @@ class Lpft:
         return self.probe_steps if self.probe_steps is not None else max(1, steps // 2)
 
 
+L2SP_ANCHORS = ("pretrained", "start")
+
+
 @dataclass(frozen=True)
 class L2SP:
     """L2-SP (Li, Grandvalet, Davoine 2018, arXiv 1802.01483): every weight trains, with the loss
-    CE + alpha/2 ||w - w_0||^2 over the backbone (w_0: the pretrained weights) + beta/2 ||w_head||^2.
+    CE + alpha/2 ||w - w_0||^2 over the backbone + beta/2 ||w_head||^2.
     Defaults 0.01 and 0.01: thuml's Transfer-Learning-Library (examples/task_adaptation/image_classification/delta.py).
+    w_0 (`anchor`): the pretrained weights (default, the paper's starting point and the one the study measures
+    forgetting of), or `start`, the weights the run starts from; they differ only in a task sequence's shared
+    steps after the first, which start from the step before (then `start` is the continual-learning L2 baseline).
     """
 
     alpha: float = 0.01
     beta: float = 0.01
+    anchor: str = "pretrained"
 
     def __post_init__(self):
         _non_negative(self.alpha, "l2sp", "alpha")
         _non_negative(self.beta, "l2sp", "beta")
+        if self.anchor not in L2SP_ANCHORS:
+            raise VitpeftError(f"method 'l2sp': anchor must be one of {', '.join(L2SP_ANCHORS)}, got {self.anchor!r}")
+
+    def anchors_at_start(self) -> bool:
+        return self.anchor == "start"
+
+
+def _positive_int(value, method: str, name: str) -> None:
+    if not is_int(value) or value < 1:
+        raise VitpeftError(f"method {method!r}: {name} must be an integer >= 1, got {value!r}")
+
+
+def _dropout(value, method: str) -> None:
+    if not (is_number(value) and 0 <= value < 1):
+        raise VitpeftError(f"method {method!r}: dropout must be in [0, 1), got {value!r}")
+
+
+@dataclass(frozen=True)
+class VptShallow:
+    """VPT-shallow (Jia et al. 2022, arXiv 2203.12119): `length` learnable tokens inserted after [CLS], before the
+    patch tokens, at the input of the first block; only they and the head train. Defaults: the authors' code
+    (KMnP/vpt src/configs/config.py: MODEL.PROMPT.NUM_TOKENS 5, DROPOUT 0.0); the paper chose the length per task
+    from {1, 5, 10, 50, 100, 200}."""
+
+    length: int = 5
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        _positive_int(self.length, self.method, "length")
+        _dropout(self.dropout, self.method)
+
+    method = "vpt_shallow"
+
+
+@dataclass(frozen=True)
+class VptDeep(VptShallow):
+    """VPT-deep: every block gets its own `length` new tokens; the previous block's prompt outputs are dropped."""
+
+    method = "vpt_deep"
+
+
+@dataclass(frozen=True)
+class AdaptFormer:
+    """AdaptFormer (Chen et al. 2022, arXiv 2205.13535): beside each block's MLP, a bottleneck
+    (down to `bottleneck`, ReLU, dropout, up) reads the block's residual stream and adds `scale` times its output;
+    the up projection starts at zero. Defaults: the authors' image setting (ShoufaChen/AdaptFormer main_image.py and
+    models/custom_modules.py: ffn_num 64, ffn_adapter_scalar 0.1 fixed, no LayerNorm in the adapter, dropout 0.1)."""
+
+    bottleneck: int = 64
+    scale: float = 0.1
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        _positive_int(self.bottleneck, "adaptformer", "bottleneck")
+        if not (is_number(self.scale) and math.isfinite(self.scale) and self.scale > 0):
+            raise VitpeftError(f"method 'adaptformer': scale must be a finite number > 0, got {self.scale!r}")
+        _dropout(self.dropout, "adaptformer")
+
+
+@dataclass(frozen=True)
+class SSF:
+    """SSF (Lian et al. 2022, arXiv 2210.08823): y = gamma * x + beta after every Linear, LayerNorm and the patch
+    embedding's projection of the backbone; only gamma, beta and the head train. No arguments: gamma starts at
+    N(1, 0.02) and beta at N(0, 0.02), as the authors' code (dongzelian/SSF models/vision_transformer.py)."""
+
+
+@dataclass(frozen=True)
+class BitFit:
+    """BitFit (Ben Zaken et al. 2022, arXiv 2106.10199): every bias term of the backbone, and the head; no arguments."""
+
+
+@dataclass(frozen=True)
+class LnTune:
+    """LayerNorm tuning: every LayerNorm's scale and shift, and the head; no arguments."""
 
 
 CONFIGS = {
@@ -218,7 +301,41 @@ CONFIGS = {
     "peft": Peft,
     "lpft": Lpft,
     "l2sp": L2SP,
+    "vpt_shallow": VptShallow,
+    "vpt_deep": VptDeep,
+    "adaptformer": AdaptFormer,
+    "ssf": SSF,
+    "bitfit": BitFit,
+    "ln_tune": LnTune,
 }
+
+# method -> its routed view, the pretrained function given back by switching its additions off (evaluation scores the
+# source domain through it); a method missing here trains pretrained weights in place and has none.
+ROUTED_VIEWS = {
+    "lora": "adapters off", "lora_qkv": "adapters off", "peft": "adapters off", "block_expansion": "new blocks out",
+    "vpt_shallow": "no prompts", "vpt_deep": "no prompts", "adaptformer": "adapters off",
+    "ssf": "scale and shift off (the unmerged model)",
+}
+# method -> why it has no WiSE-FT interpolation with the pretrained model
+NO_INTERPOLATION = {
+    "linear": "its backbone never moves",
+    "vpt_shallow": "its prompts have no pretrained counterpart to interpolate with",
+    "vpt_deep": "its prompts have no pretrained counterpart to interpolate with",
+}
+
+
+def routed_view(method: str) -> str:
+    """What `method`'s routed view switches off, in words; a method without one is refused, saying why."""
+    if method not in ROUTED_VIEWS:
+        why = ("it trains only a head on the pretrained backbone: nothing to switch off" if method == "linear" else
+               "it trains pretrained weights in place, so no switch gives the pretrained function back")
+        raise VitpeftError(f"method {method!r} has no routed view: {why} (methods with one: {', '.join(ROUTED_VIEWS)})")
+    return ROUTED_VIEWS[method]
+
+
+def interpolates(method: str) -> bool:
+    """Whether `method`'s runs have a WiSE-FT interpolation with the pretrained model (if not: NO_INTERPOLATION)."""
+    return method not in NO_INTERPOLATION
 
 
 def config_from_args(method: str, args) -> object:

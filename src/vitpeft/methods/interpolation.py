@@ -17,7 +17,14 @@ Per method (`interpolated(model, alpha, pretrained)`, restored on exit):
   W_0 + alpha (W_merged - W_0), the adapter switched off (peft issue 1940: for
   DoRA this scales the merged update, not the magnitude vector);
 - block_expansion: the new blocks' residual branches scaled by alpha (their
-  attention and MLP output projections, whose zero init made them the identity).
+  attention and MLP output projections, whose zero init made them the identity);
+- adaptformer: each adapter's term scaled by alpha (its up projection, zero at
+  init: the same lerp from the pretrained-equivalent adapter with up = 0);
+- ssf: gamma -> 1 + alpha (gamma - 1), beta -> alpha beta, which is WiSE-FT's
+  lerp of the merged weights exactly (W' = diag(gamma) W is linear in gamma);
+- bitfit, ln_tune: their trained weights keep their pretrained names (the first case);
+- vpt_shallow, vpt_deep: none (prompts have no pretrained counterpart;
+  methods.arguments.NO_INTERPOLATION).
 alpha = 1 is the trained model and alpha = 0 the untouched backbone (or the
 routed view) exactly, bit for bit: the endpoints never go through arithmetic
 that could round (tests/test_interpolation.py).
@@ -31,18 +38,20 @@ from torch import nn
 
 from vitpeft.errors import VitpeftError
 from vitpeft.methods import adapters
+from vitpeft.methods import arguments
 from vitpeft.methods import registry
+from vitpeft.methods.adaptformer import adapters as adaptformer_adapters
 from vitpeft.methods.block_expansion import NEW_BLOCKS_ATTR
+from vitpeft.methods.ssf import scale_shifts
 from vitpeft.models.backbone import HEAD_PREFIX
 
 ADAPTERS = {"lora", "lora_qkv", "peft"}
-ADDED = ADAPTERS | {"block_expansion"}  # methods that add modules: interpolated through them
-NOTHING_TO_INTERPOLATE = {"linear"}  # the backbone never moves (vitpeft.study.plan.UNTOUCHED)
+ADDED = ADAPTERS | {"block_expansion", "adaptformer", "ssf"}  # methods that add modules: interpolated through them
 
 
 def supports(method: str) -> bool:
-    """Whether `method`'s runs have an interpolation (linear's backbone never moves: nothing to interpolate)."""
-    return method is not None and method not in NOTHING_TO_INTERPOLATE
+    """Whether `method`'s runs have an interpolation (arguments.NO_INTERPOLATION says why not)."""
+    return method is not None and arguments.interpolates(method)
 
 
 def needs_pretrained(method: str) -> bool:
@@ -57,19 +66,26 @@ def interpolated(model: nn.Module, alpha: float, pretrained: dict | None = None)
         raise VitpeftError(f"interpolation: alpha must be in [0, 1], got {alpha!r}")
     method = getattr(model, registry.METHOD_ATTR, None)
     if not supports(method):
-        raise VitpeftError(f"interpolation: method {method!r} has no interpolation (its backbone never moves)")
+        why = arguments.NO_INTERPOLATION.get(method, "no method applied")
+        raise VitpeftError(f"interpolation: method {method!r} has no interpolation ({why})")
     if method == "block_expansion":
         tensors = [t for i in getattr(model, NEW_BLOCKS_ATTR) for linear in (model.blocks[i].attn.proj,
                    model.blocks[i].mlp.fc2) for t in (linear.weight, linear.bias) if t is not None]  # fmt: skip
         with _scaled(tensors, alpha):
             yield model
+    elif method in ADAPTERS | {"adaptformer", "ssf"} and alpha == 0:
+        with registry.routed(model) as view:
+            yield view
     elif method in ADAPTERS:
-        if alpha == 0:
-            with registry.routed(model) as view:
-                yield view
-        else:
-            with _adapters_scaled(model, alpha):
-                yield model
+        with _adapters_scaled(model, alpha):
+            yield model
+    elif method == "adaptformer":
+        ups = [t for adapter in adaptformer_adapters(model) for t in (adapter.up_proj.weight, adapter.up_proj.bias)]
+        with _scaled(ups, alpha):
+            yield model
+    elif method == "ssf":
+        with _ssf_scaled(scale_shifts(model), alpha):
+            yield model
     else:
         if pretrained is None:
             raise VitpeftError(f"interpolation of {method!r} needs the pretrained weights")
@@ -95,6 +111,17 @@ def _scaled(tensors: list, alpha: float):
         if alpha != 1:
             for tensor in tensors:
                 tensor.mul_(alpha)
+        yield
+
+
+@contextlib.contextmanager
+def _ssf_scaled(scale_shifts: list, alpha: float):
+    """gamma -> 1 + alpha (gamma - 1) and beta -> alpha beta: the lerp from the identity, the pretrained function."""
+    with _kept([t for ss in scale_shifts for t in (ss.scale, ss.shift)]), torch.no_grad():
+        if alpha != 1:
+            for ss in scale_shifts:
+                ss.scale.copy_(torch.lerp(torch.ones_like(ss.scale), ss.scale, alpha))
+                ss.shift.mul_(alpha)
         yield
 
 

@@ -1,5 +1,8 @@
 """L2-SP (Li, Grandvalet, Davoine 2018): every weight trains, pulled back towards the pretrained ones.
 
+(Or, with `anchor: start`, towards the weights the run starts from: a task sequence's later steps; see
+vitpeft.methods.arguments.L2SP.)
+
 loss = CE + alpha/2 ||w - w_0||^2 over the backbone + beta/2 ||w_head||^2.
 The penalty's gradient, alpha (w - w_0) and beta w_head, is added to the
 gradients in place after the backward pass (`Penalty.add_grad_`): no autograd
@@ -21,14 +24,16 @@ def apply(model: nn.Module, cfg: Config) -> None:
 
 
 class Penalty:
-    """L2-SP's penalty around the weights `model` holds now (the pretrained ones, before the first step)."""
+    """L2-SP's penalty around the weights `anchor` holds (by name; default `model` itself, before the first step)."""
 
-    def __init__(self, model: nn.Module, cfg: Config):
+    def __init__(self, model: nn.Module, cfg: Config, anchor: nn.Module | None = None):
         self.alpha, self.beta = float(cfg.alpha), float(cfg.beta)
         named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
         self.backbone = [param for name, param in named if not name.startswith(HEAD_PREFIX)]
         self.head = [param for name, param in named if name.startswith(HEAD_PREFIX)]
-        self.reference = [param.detach().clone() for param in self.backbone]
+        held = dict((anchor or model).named_parameters())
+        self.reference = [held[name].detach().to(param.device, param.dtype, copy=True)
+                          for name, param in named if not name.startswith(HEAD_PREFIX)]
 
     def reference_bytes(self) -> int:
         return sum(ref.numel() * ref.element_size() for ref in self.reference)
@@ -54,5 +59,5 @@ class Penalty:
                     param.grad.sub_(references[i], alpha=weight)
 
 
-def penalty(model: nn.Module, cfg: Config) -> Penalty:
-    return Penalty(model, cfg)
+def penalty(model: nn.Module, cfg: Config, anchor: nn.Module | None = None) -> Penalty:
+    return Penalty(model, cfg, anchor)

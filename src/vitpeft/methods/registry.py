@@ -17,8 +17,9 @@ from vitpeft.errors import VitpeftError
 
 # method name -> its module in this package, imported when first used (peft costs a second per job);
 # the methods are arguments.CONFIGS', and a module is named after its method except `peft`'s
-# (a module `peft` here would shadow the peft library).
-REGISTRY = {name: {"peft": "generic_peft"}.get(name, name) for name in arguments.CONFIGS}
+# (a module `peft` here would shadow the peft library) and VPT's two variants' (one module, `vpt`).
+MODULES = {"peft": "generic_peft", "vpt_shallow": "vpt", "vpt_deep": "vpt"}
+REGISTRY = {name: MODULES.get(name, name) for name in arguments.CONFIGS}
 METHOD_ATTR = "vitpeft_method"  # set on a model by apply()
 ARGS_ATTR = "vitpeft_method_args"  # the method's arguments, set beside it
 
@@ -89,8 +90,11 @@ def load_trainable(model: nn.Module, state: dict, leave_out: str | None = None) 
 def routed(model: nn.Module):
     """The source-domain view: yields the model computing its pretrained function, or None.
 
-    LoRA/peft adapters are switched off, block expansion's new blocks are taken
-    out; full, topk and linear have no such view (None). Restored on exit.
+    LoRA/peft and AdaptFormer adapters are switched off, block expansion's new
+    blocks taken out, VPT's prompts left out, SSF's scales and shifts turned off;
+    methods that train pretrained weights in place (full, topk, bitfit, ln_tune,
+    ...) and linear have no such view (None; arguments.routed_view says why).
+    Restored on exit.
     """
     method = getattr(model, METHOD_ATTR, None)
     view = getattr(module_for(method), "routed", None) if method else None
@@ -116,10 +120,11 @@ def count_trainable(spec: dict) -> int:
 
 
 
-def penalty(model: nn.Module):
-    """The method's loss penalty around the model's current weights (L2-SP's), or None: built before training."""
+def penalty(model: nn.Module, anchor: nn.Module | None = None):
+    """The method's loss penalty (L2-SP's) around the weights of `anchor` (default: the model's own now), or None:
+    built before training."""
     method = getattr(model, METHOD_ATTR, None)
     make = getattr(module_for(method), "penalty", None) if method else None
     if make is None:
         return None
-    return make(model, arguments.config_from_args(method, getattr(model, ARGS_ATTR)))
+    return make(model, arguments.config_from_args(method, getattr(model, ARGS_ATTR)), anchor)

@@ -11,9 +11,11 @@ are left out: each follows from the figure beside it and the paper's, so a
 changed figure is listed once. Rows are matched by (dataset, experiment).
 
 The likely reasons come from the two provenance records: another config (the
-report key differs), and each run's CPU-kernel record where both have them
-("kernels": pinned or not and why, torch, threads, oneDNN). A mismatch is a
-finding, not an error; a reference or table that cannot be read is (one line).
+report key differs), each run's CPU-kernel record where both have them
+("kernels": whether the libraries ran the pinned paths, as MKL and ATen report
+them, and why not; torch, threads, oneDNN, NNPACK, the CPU) and the code that
+made them ("code": version, commit, modified). A mismatch is a finding, not an
+error; a reference or table that cannot be read is (one line).
 """
 
 import json
@@ -23,13 +25,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from vitpeft import code_version
 from vitpeft.errors import VitpeftError
 
-KEYS = ("dataset", "experiment")
+# What can be compared, by file name: its row keys and the provenance record its report writes beside it.
+KINDS = {
+    "table.csv": {"keys": ("dataset", "experiment"), "provenance": "report-*.json", "by": "`vitpeft report`"},
+    "summary.csv": {"keys": ("experiment",), "provenance": "sequence-*.json", "by": "`vitpeft sequence-report`"},
+}
 DERIVED = "diff_"  # ours - paper: follows from the cells beside it
 STD = "_std"
 GENERIC_REASONS = [
     "a CPU without AVX2, or not x86-64: the pinned kernels need AVX2, other CPUs compute in their own order",
+    "MKL refusing the pinned branch (it reports which it ran: `vitpeft check-bits --reference <folder>` says it)",
     "other package versions than requirements.lock's (`make setup` installs exactly those; torch above all)",
     "the CPU pin turned off (VITPEFT_CPU_PIN=0, or the config's reproducibility.cpu_pin: false)",
 ]
@@ -74,16 +82,17 @@ class Comparison:
 
 
 def compare(table, reference) -> Comparison:
-    """Compare the table.csv at `table` with the one in the `reference` folder; the reasons from both provenances."""
+    """Compare `table` (a report's table.csv or a sequence's summary.csv) with the file of the same name in the
+    `reference` folder; the reasons from both provenances."""
     table, reference = Path(table), Path(reference)
-    yours = read_table(table, "your table")
+    kind = _kind(table)
+    yours = read_table(table, "your table", kind["keys"])
     theirs_provenance = _reference_provenance(reference)
-    theirs = read_table(reference / "table.csv", "the reference's table")
+    theirs = read_table(reference / table.name, "the reference's table", kind["keys"])
     comparison = Comparison(str(table), str(reference))
-    columns = _cells(next(iter(yours.values()))), _cells(next(iter(theirs.values())))
+    columns = _cells(next(iter(yours.values())), kind["keys"]), _cells(next(iter(theirs.values())), kind["keys"])
     comparison.unmatched += _one_sided("column", columns[0], columns[1])
-    several = len({dataset for dataset, _ in (*yours, *theirs)}) > 1
-    label = {key: f"{key[0]} / {key[1]}" if several else key[1] for key in (*yours, *theirs)}
+    label = _labels([*yours, *theirs])
     comparison.unmatched += _one_sided("row", [label[key] for key in yours], [label[key] for key in theirs])
     for key in (key for key in yours if key in theirs):
         for column in (column for column in columns[0] if column in columns[1]):
@@ -92,8 +101,21 @@ def compare(table, reference) -> Comparison:
             if mine != ref:
                 comparison.differences.append(Difference(label[key], column, mine, ref))
     if not comparison.matches():
-        comparison.reasons = reasons(_your_provenance(table), theirs_provenance)
+        comparison.reasons = reasons(_your_provenance(table, kind), theirs_provenance)
     return comparison
+
+
+def _kind(table: Path) -> dict:
+    if table.name not in KINDS:
+        raise VitpeftError(f"{table}: compare reads a report's table.csv or a task sequence's summary.csv, "
+                           f"not {table.name}")
+    return KINDS[table.name]
+
+
+def _labels(keys: list) -> dict:
+    """Row names as a reader says them: the experiment, with its dataset where a table has several."""
+    several = len({key[0] for key in keys}) > 1 and len(keys[0]) > 1
+    return {key: " / ".join(key) if several else key[-1] for key in keys}
 
 
 def _one_sided(what: str, yours: list, theirs: list) -> list:
@@ -102,24 +124,24 @@ def _one_sided(what: str, yours: list, theirs: list) -> list:
     ]
 
 
-def read_table(path: Path, what: str) -> dict:
-    """{(dataset, experiment): {column: text}} of a report's table.csv; one line naming the file if it cannot be."""
+def read_table(path: Path, what: str, keys=KINDS["table.csv"]["keys"]) -> dict:
+    """{keys: {column: text}} of a report's table; one line naming the file if it cannot be read as one."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise VitpeftError(f"{what} {path} does not exist") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise VitpeftError(f"{what} {path} cannot be read as CSV ({str(error).strip()})") from None
-    missing = [key for key in KEYS if key not in frame.columns]
+    missing = [key for key in keys if key not in frame.columns]
     if missing or frame.empty:
         found = f"no {' and no '.join(map(repr, missing))} column" if missing else "no rows"
-        raise VitpeftError(f"{what} {path} is not a report's table.csv: {found}")
-    return {(row["dataset"], row["experiment"]): row for row in frame.to_dict("records")}
+        raise VitpeftError(f"{what} {path} is not a report's {path.name}: {found}")
+    return {tuple(row[key] for key in keys): row for row in frame.to_dict("records")}
 
 
-def _cells(row: dict) -> list:
+def _cells(row: dict, keys) -> list:
     """A table's cells per row: every column but the keys, the derived ones and the stds (shown with their figure)."""
-    return [column for column in row if column not in KEYS and not column.startswith(DERIVED)
+    return [column for column in row if column not in keys and not column.startswith(DERIVED)
             and not (column.endswith(STD) and column[: -len(STD)] in row)]  # fmt: skip
 
 
@@ -158,12 +180,13 @@ def _reference_provenance(reference: Path) -> dict:
     return record
 
 
-def _your_provenance(table: Path) -> dict | str:
-    """The provenance of the report beside `table` (its newest report-*.json); a sentence where there is none."""
-    found = sorted((table.parent / "provenance").glob("report-*.json"), key=lambda path: path.stat().st_mtime_ns)
+def _your_provenance(table: Path, kind: dict) -> dict | str:
+    """The provenance of the report beside `table` (its newest record); a sentence where there is none."""
+    folder = table.parent / "provenance"
+    found = sorted(folder.glob(kind["provenance"]), key=lambda path: path.stat().st_mtime_ns)
     if not found:
-        return (f"your report has no provenance ({table.parent / 'provenance'}/report-<key>.json): "
-                "it was not written by a finished `vitpeft report`, so what made it is unknown")  # fmt: skip
+        return (f"your report has no provenance ({folder}/{kind['provenance'].replace('*', '<key>')}): "
+                f"it was not written by a finished {kind['by']}, so what made it is unknown")  # fmt: skip
     try:
         record = json.loads(found[-1].read_text())
     except (ValueError, UnicodeDecodeError):
@@ -183,10 +206,12 @@ def reasons(yours, theirs: dict) -> list:
         have = "has" if len(records) == 1 else "have"
         return [*found, f"{' and '.join(records)} {have} no record of the CPU kernels (made before vitpeft recorded "
                         "them): whether the pin was on cannot be told", *GENERIC_REASONS]
-    if not kernels and not found:
-        kernels = ["both ran with the pinned kernels, the same torch and threads: the difference comes from outside "
-                   "the pin (another version of a package other than torch, or a CPU the pin does not cover)"]
-    return [*found, *kernels]
+    found += kernels + _code_reasons(yours.get("code"), theirs.get("code"))
+    if not found:
+        found = ["both ran the pinned kernels as MKL and ATen report them, with the same torch, threads and code: the "
+                 "difference comes from outside the pin (a package other than torch: compare `pip freeze` with "
+                 "requirements.lock)" + _cpus(yours.get("kernels"), theirs.get("kernels"))]
+    return found
 
 
 def _config_reasons(yours: dict, theirs: dict) -> list:
@@ -202,6 +227,11 @@ def _config_reasons(yours: dict, theirs: dict) -> list:
             "only a reference made from the same config can match"]  # fmt: skip
 
 
+KERNEL_FACTS = (("mkl_branch", "MKL's CNR branch (as MKL reports it)"), ("aten_capability", "ATen's capability"),
+                ("torch", "the torch version"), ("threads", "the intra-op thread count"),
+                ("mkldnn", "whether oneDNN (mkldnn) is on"), ("nnpack", "whether NNPACK is on"))  # fmt: skip
+
+
 def _kernel_reasons(yours, theirs) -> list | None:
     """What the runs' CPU-kernel records say; None where either report has none."""
     if not isinstance(yours, list) or not isinstance(theirs, list):
@@ -211,13 +241,36 @@ def _kernel_reasons(yours, theirs) -> list | None:
     for who, records in (("your", yours), ("the reference's", theirs)):
         unpinned = [record for record in records if not record.get("reference_bits")]
         for why in dict.fromkeys(record.get("why_not") or "no reason recorded" for record in unpinned):
-            found.append(f"{who} runs did not use the pinned kernels: {why}")
-    for key, what in (("torch", "the torch version"), ("threads", "the intra-op thread count"),
-                      ("mkldnn", "whether oneDNN (mkldnn) is on")):
+            found.append(f"{who} runs did not run the pinned kernels: {why}")
+    for key, what in KERNEL_FACTS:
         mine, ref = _values(yours, key), _values(theirs, key)
         if mine and ref and mine != ref:
             found.append(f"{what} differs: yours {', '.join(mine)}, the reference's {', '.join(ref)}")
     return found
+
+
+def _code_reasons(yours, theirs) -> list:
+    """Other code made the reference (another commit, or a modified checkout): named, with both versions."""
+    if not isinstance(yours, list) or not isinstance(theirs, list):
+        return []
+    words = lambda records: ", ".join(code_version.words(r) for r in records if isinstance(r, dict))  # noqa: E731
+    if yours == theirs and not any(isinstance(r, dict) and r.get("modified") for r in yours):
+        return []
+    return [f"the reference is from other code: yours ran {words(yours) or 'unrecorded code'}, the reference "
+            f"{words(theirs) or 'unrecorded code'}; a change between them can move the figures"]
+
+
+def _cpus(yours, theirs) -> str:
+    """'; the CPUs differ: ...' where the records name different CPUs (context: under the pin, not a cause)."""
+    mine, ref = _cpu_names(yours), _cpu_names(theirs)
+    if not mine or not ref or mine == ref:
+        return ""
+    return f"; the CPUs differ: yours {', '.join(mine)}, the reference's {', '.join(ref)}"
+
+
+def _cpu_names(records) -> list:
+    cpus = [record.get("cpu") for record in records or [] if isinstance(record, dict)]
+    return sorted({f"{cpu.get('vendor')} {cpu.get('model')}" for cpu in cpus if isinstance(cpu, dict)})
 
 
 def _values(records: list, key: str) -> list:
@@ -235,3 +288,17 @@ def markdown_table(reference) -> str:
     except FileNotFoundError:
         raise VitpeftError(f"the reference {reference} has no table.md; `make demo-reference` writes it") from None
     return text.split("\n\n", 1)[0].rstrip("\n") + "\n"
+
+
+def first_table(path) -> str:
+    """The first Markdown table of the file at `path` (a sequence's summary.md: the measures), for the README."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise VitpeftError(f"{path} does not exist; `make demo-continual-reference` writes it") from None
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        raise VitpeftError(f"{path} holds no Markdown table")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end]) + "\n"

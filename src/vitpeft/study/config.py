@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from vitpeft.data import catalogue
+from vitpeft.data import catalogue, synthetic
 from vitpeft.methods import arguments
 from vitpeft.models import presets
 from vitpeft.study import schema
@@ -207,10 +207,116 @@ def _check_datasets(cfg: dict, where: str) -> None:
             )
 
 
-def _check_sequence(cfg: dict, where: str) -> None:
-    from vitpeft.study import sequence  # it reads merged_train from here
+# ---------------------------------------------------------------- a task sequence (vitpeft.study.sequence plans it)
 
-    sequence.check(cfg, where)
+
+def _check_sequence(cfg: dict, where: str) -> None:
+    """What the schema cannot say of `sequence`: tasks known and distinct, experiments known, variants possible,
+    per-task settings for tasks of the sequence, and every step's settings valid (each experiment on each task)."""
+    section = cfg.get("sequence")
+    if section is None:
+        return
+    _check_tasks(cfg, section["tasks"], where)
+    methods = {exp["name"]: exp["method"] for exp in cfg["experiments"]}
+    chosen = section["experiments"] if section["experiments"] is not None else list(methods)
+    for i, name in enumerate(section["experiments"] or []):
+        if name not in methods:
+            raise VitpeftError(f"{where}: sequence.experiments[{i}]: no experiment named {name!r}")
+    for i, name in enumerate(section["per_task"]):
+        if name not in chosen:
+            raise VitpeftError(f"{where}: sequence.per_task[{i}]: {name!r} is not an experiment that runs the "
+                               "sequence (sequence.experiments)")
+        try:  # a per-task variant swaps the method's additions: only a method with a routed view has them
+            arguments.routed_view(methods[name])
+        except VitpeftError as error:
+            raise VitpeftError(f"{where}: sequence.per_task[{i}]: experiment {name!r} has no per-task variant: "
+                               f"{error}") from None
+    if not chosen:
+        raise VitpeftError(f"{where}: sequence.experiments: no experiment runs the sequence")
+    for task, settings in section["train"].items():
+        if task not in section["tasks"]:
+            raise VitpeftError(f"{where}: sequence.train.{task}: not one of sequence.tasks ({', '.join(section['tasks'])})")
+        schema.check(settings, where, "train", f"sequence.train.{task}")
+    for exp in cfg["experiments"]:
+        if exp["name"] in chosen:
+            for index, task in enumerate(section["tasks"]):
+                _check_step(cfg, exp, index, f"{where}: experiment {exp['name']!r} on sequence task {task!r}")
+
+
+def _check_tasks(cfg: dict, tasks: list, where: str) -> None:
+    if len(tasks) < 2:
+        raise VitpeftError(f"{where}: sequence.tasks: a sequence needs at least two tasks, got {len(tasks)} "
+                           f"({', '.join(tasks) or 'none'}); for one task use target.datasets")
+    first = {}
+    known = known_datasets(cfg)
+    for i, name in enumerate(tasks):
+        if name in first:
+            raise VitpeftError(f"{where}: sequence.tasks[{i}]: {name!r} twice (also sequence.tasks[{first[name]}]); "
+                               "each task appears once")
+        first[name] = i
+        if name not in known:
+            raise VitpeftError(f"{where}: sequence.tasks[{i}]: unknown dataset {name!r} (known: {', '.join(known)}; "
+                               "or define it under target.imagefolders)")
+        if name == "synthetic" and "synthetic" not in (*cfg["target"]["datasets"], cfg["source"]["dataset"]):
+            raise VitpeftError(f"{where}: sequence.tasks[{i}]: synthetic is the synthetic domains' target: it needs "
+                               "target.datasets or source.dataset synthetic (which make those domains)")
+
+
+def _check_step(cfg: dict, exp: dict, index: int, where: str) -> None:
+    """One experiment's settings on one task: the relations between keys, and a method's own step limits."""
+    train = task_train(cfg, exp, index, where)
+    check_relations({"train": {**train, "curve_steps": []}, "data": {"test": True}}, where)
+    checked = arguments.config_from_args(exp["method"], exp["args"])
+    if hasattr(checked, "check_steps"):  # lpft: its probe shares the step's steps
+        try:
+            checked.check_steps(train["steps"])
+        except VitpeftError as error:
+            raise VitpeftError(f"{where}: {error}; give that task its own steps (sequence.train)") from None
+
+
+def known_datasets(cfg: dict) -> list:
+    """Every dataset a sequence task can name: built-in ones, the demo's synthetic domains, the config's own."""
+    built_in = [name for name in catalogue.REGISTRY if name != "imagefolder"]
+    return [*built_in, "synthetic", *synthetic.TASK_DOMAINS, *cfg["target"]["imagefolders"]]
+
+
+def train_images(cfg: dict, dataset: str) -> int | None:
+    """Images in a dataset's training split, known without reading it; None for an imagefolder that does not say."""
+    if dataset in cfg["target"]["imagefolders"]:
+        return cfg["target"]["imagefolders"][dataset]["train_images"]
+    if dataset == "synthetic":
+        return cfg["synthetic"]["train_per_class"] * cfg["synthetic"]["target_classes"]
+    if dataset in synthetic.TASK_DOMAINS:
+        return cfg["synthetic"]["train_per_class"] * synthetic.TASK_CLASSES
+    return catalogue.get(dataset).train_images
+
+
+def task_train(cfg: dict, exp: dict, index: int, where: str = "config") -> dict:
+    """An experiment's training settings on sequence task `index` (0-based): its own, then the task's
+    `sequence.train` over them; steps the task does not set follow `sequence.budget` (epochs: the first task's
+    epochs on this task's images), and a warm-up it does not set keeps the experiment's share of the steps."""
+    section = cfg["sequence"]
+    base = merged_train(cfg, exp)
+    first, task = (deep_merge(base, section["train"].get(name, {})) for name in (section["tasks"][0],
+                                                                               section["tasks"][index]))
+    own = section["train"].get(section["tasks"][index], {})
+    if "steps" not in own and section["budget"] == "epochs" and index > 0:
+        sizes = [_sized(cfg, section["tasks"][i], where) for i in (0, index)]
+        epochs = first["steps"] * first["batch_size"] / sizes[0]
+        task["steps"] = max(1, round(epochs * sizes[1] / task["batch_size"]))
+    if "warmup_steps" not in own:
+        task["warmup_steps"] = round(base["warmup_steps"] * task["steps"] / base["steps"])
+    return task
+
+
+def _sized(cfg: dict, dataset: str, where: str) -> int:
+    size = train_images(cfg, dataset)
+    if size is None:
+        raise VitpeftError(f"{where}: sequence.budget epochs scales the steps by each task's training images, and "
+                           f"imagefolder {dataset!r} does not say how many it has: set "
+                           f"target.imagefolders.{dataset}.train_images, or give the task its steps in "
+                           "sequence.train, or set sequence.budget: steps")
+    return size
 
 
 def _check_methods(cfg: dict, where: str, describe) -> None:

@@ -7,47 +7,36 @@ affects, so Snakemake runs exactly the jobs whose output is missing; file
 dates never matter (every input is ancient()), which is why a fresh clone,
 a `dvc pull` or a copy reruns nothing, and why planning writes nothing.
 
+What two parts of the study both need is planned once (vitpeft.study.keys.Outputs):
+two experiments that train the same bits under two names share one run, and a
+task sequence (vitpeft.study.sequence, built here on top of the grid) reads the
+grid's run wherever one of its steps trains what the grid trains. When several
+experiments plan one training, its folder is that of the experiment whose name
+sorts first, so reordering the config's list moves nothing.
+
 Pure Python: the workflow builds a Plan while Snakemake parses, and every job
 rebuilds it from the same config to find its settings (and checks the key it
 was given, so a config edited under a running workflow is refused, not mixed).
+Planning has one direction: plan -> sequence -> config, spec, keys (an
+import-linter contract in pyproject.toml keeps it so).
 """
 
-import copy
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from vitpeft.errors import VitpeftError
+from vitpeft.methods import arguments
+from vitpeft.methods.arguments import HEAD_ONLY
 from vitpeft.study import spec as spec_lib
 from vitpeft.study.config import PRETRAINED, merged_train
-from vitpeft.errors import VitpeftError
+from vitpeft.study.keys import Node, Outputs, key_of, recipe, without_paths
 from vitpeft.study.paths import inside
+from vitpeft.study.sequence import Sequence
 
-UNTOUCHED = {"linear"}  # methods that train only a head: the backbone stays the pretrained one
-ROUTED = {"lora", "lora_qkv", "peft", "block_expansion"}  # methods with a routed view (the pretrained path)
-KEY_DIGITS = 12
-
-
-def key_of(*material) -> str:
-    """The key of an output: a hash of the canonical JSON of everything it depends on."""
-    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:KEY_DIGITS]
-
-
-@dataclass(frozen=True)
-class Node:
-    """One job's output: its key, where it lives, and the upstream outputs it reads."""
-
-    key: str
-    path: str
-    needs: tuple = ()
-    info: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def output(self) -> str:
-        """What the job that makes this node declares as its output (a folder holding `path`, or `path`)."""
-        return self.info.get("output", self.path)
+UNTOUCHED = HEAD_ONLY  # methods that train only a head: the backbone stays the pretrained one
+ROUTED = set(arguments.ROUTED_VIEWS)  # methods with a routed view (the pretrained path)
 
 
 @dataclass(frozen=True)
@@ -64,6 +53,7 @@ class Run:
     source: Node | None = field(compare=False)  # None: source off (linear's is the pretrained one)
     curve: Node | None = field(compare=False)
     interpolation: Node | None = field(default=None, compare=False)  # None: interpolation off, or a linear probe
+    wise: Node | None = field(default=None, compare=False)  # the chosen alpha's whole-bank source k-NN; None: no source
 
     @property
     def label(self) -> str:
@@ -81,6 +71,7 @@ class Plan:
         self.cache = str(PurePosixPath(cfg["cache_dir"]))
         self.knn = {key: cfg["source"][key] for key in ("k", "temperature", "mean", "std", "precision")}
         self.interpolates = cfg["interpolation"]["enabled"]
+        self.choose_on = cfg["interpolation"]["choose_on"]
         self.synthetic = self._synthetic()
         self.backbone = self._backbone()
         self.targets = {name: self._target(name) for name in cfg["target"]["datasets"]}
@@ -89,23 +80,13 @@ class Plan:
         self.curve_data = self._curve_data()
         self.pretrained_source = self._pretrained_source()
         self.pretrained_target = {name: self._pretrained_target(name) for name in self.targets}
-        self.runs = {
-            (run.dataset, run.experiment, run.seed): run
-            for dataset in self.targets
-            for exp in cfg["experiments"]
-            for seed in cfg["seeds"]
-            for run in [self._run(dataset, exp, seed)]
-        }
+        self.outputs = Outputs()
+        planned = {(dataset, exp["name"], seed): self._run(dataset, exp, seed)
+                   for dataset in self.targets for exp in by_name(cfg["experiments"]) for seed in cfg["seeds"]}
+        self.runs = {(dataset, exp["name"], seed): planned[(dataset, exp["name"], seed)]
+                     for dataset in self.targets for exp in cfg["experiments"] for seed in cfg["seeds"]}
         self.report = self._report()
-        self.sequence = self._sequence()
-
-    def _sequence(self):
-        """The task sequence's jobs (vitpeft.study.sequence), or None without a `sequence` section."""
-        if self.cfg.get("sequence") is None:
-            return None
-        from vitpeft.study.sequence import Sequence  # it builds on this module
-
-        return Sequence(self)
+        self.sequence = Sequence(self) if cfg.get("sequence") is not None else None
 
     # ---------------------------------------------------------------- data and backbone
 
@@ -133,6 +114,10 @@ class Plan:
             name = PurePosixPath(backbone["url"].split("?")[0]).name or "checkpoint.pth"
         folder = inside(self.data, "backbone", key)
         return Node(key, f"{folder}/{_checkpoint_name(name)}", (), {"rule": "fetch", "layout": layout})
+
+    def dataset(self, name: str) -> Node:
+        """The prepared data node of any dataset the config can name (a grid target's is the same node)."""
+        return self.targets[name] if name in self.targets else self._target(name)
 
     def _target(self, name: str) -> Node:
         if name == "synthetic":
@@ -208,17 +193,22 @@ class Plan:
     def pretrained_spec(self, dataset: str | None = None) -> dict:
         """The untouched backbone as a spec (method linear; never trained, so default training settings)."""
         dataset = dataset or next(iter(self.targets))
-        return spec_lib.resolve(self._spec(dataset, PRETRAINED, "linear", {}, {}, seed=0, check=False))
+        return spec_lib.resolve(spec_lib.build(self.cfg, self.backbone, self.targets[dataset], PRETRAINED, "linear", {},
+                                               {"seed": 0}))
 
     # ---------------------------------------------------------------- runs
 
     def _run(self, dataset: str, exp: dict, seed: int) -> Run:
         train = {**merged_train(self.cfg, exp), "seed": seed, "curve_steps": self.curve_steps()}
-        spec = self._spec(dataset, exp["name"], exp["method"], exp["args"], train, seed)
         target_data = self.targets[dataset]
-        key = key_of("train", _without_paths(spec), target_data.key, self.backbone.key)
+        if self.holds_out(target_data, train):
+            train["hold_out"] = True
+        spec = self.spec(target_data, exp["name"], exp["method"], exp["args"], train, f"{dataset}/{exp['name']}/seed{seed}")
+        key = key_of("train", without_paths(spec), target_data.key, self.backbone.key)
         folder = f"{inside(self.results, 'runs', dataset, exp['name'])}/seed{seed}-{key}"
-        trained = Node(key, folder, (target_data, self.backbone), {"spec": spec})
+        trained = self.outputs.training(recipe(spec, target_data, self.backbone),
+                                        Node(key, folder, (target_data, self.backbone), {"spec": spec}))
+        spec = trained.info["spec"]  # the spec that trains the shared run (another experiment's name, same bits)
         metrics = f"{inside(self.results, 'metrics', dataset, exp['name'])}/seed{seed}"
         target = self._keyed(f"{metrics}/target", "eval_target", trained, target_data)
         source = None
@@ -227,37 +217,33 @@ class Plan:
         curve = None
         if self.cfg["curve"]["steps"]:
             curve = self._keyed(f"{metrics}/curve", "eval_curve", trained, target_data, self.curve_data, self.knn)
-        interpolation = None
-        if self.interpolates and exp["method"] not in UNTOUCHED:  # an untouched backbone has nothing to interpolate
+        interpolation = wise = None
+        if self.interpolates and arguments.interpolates(exp["method"]):  # not linear's untouched backbone, nor VPT
             alphas = self.cfg["interpolation"]["alphas"]
+            # "validation": the sweep also scores the held-out target data the alpha is chosen on
             interpolation = self._keyed(f"{metrics}/interpolation", "eval_interpolation", trained, target_data,
-                                        self.curve_data, self.knn, alphas)
-        return Run(dataset, exp["name"], seed, exp["method"], spec, trained, target, source, curve, interpolation)
+                                        self.curve_data, self.knn, alphas, "validation")
+            if self.source is not None:  # no source score, no (target + source) / 2 to choose an alpha by
+                wise = self._keyed(f"{metrics}/wise", "eval_wise", interpolation, self.source, self.knn, self.choose_on)
+        return Run(dataset, exp["name"], seed, exp["method"], spec, trained, target, source, curve, interpolation, wise)
+
+    def holds_out(self, target: Node, train: dict) -> bool:
+        """Whether runs on `target` train without the validation slice: their alphas are chosen on it (no
+        validation split) and best_val does not hold it out already. Every run on a grid dataset (a sequence's
+        step on one too), so every row of the table trained on the same images."""
+        return (target in self.targets.values() and self.interpolates and self.choose_on == "validation" and not target.info.get("val")
+                and train["selection"] != "best_val")
 
     def _keyed(self, stem: str, rule: str, *needs) -> Node:
         key = key_of(rule, *[need.key if isinstance(need, Node) else need for need in needs])
-        return Node(key, f"{stem}-{key}.json", tuple(need for need in needs if isinstance(need, Node)))
+        return self.outputs.node(Node(key, f"{stem}-{key}.json", tuple(need for need in needs if isinstance(need, Node))))
 
-    def _spec(self, dataset, name, method, args, train, seed, check=True, target=None) -> dict:
-        """A run's raw spec; `target`: the dataset's node when it is not one of target.datasets (a sequence's task)."""
-        target = target or self.targets[dataset]
-        splits = {"train": f"{target.path}/train", "test": f"{target.path}/test"}
-        splits["val"] = f"{target.path}/val" if target.info.get("val") else None
-        raw = {
-            "name": name,
-            "method": method,
-            "args": copy.deepcopy(args),
-            "model": copy.deepcopy(self.cfg["backbone"]["model"]),
-            "checkpoint": self.backbone.path,
-            "layout": self.backbone.info["layout"],
-            "num_classes": target.info["num_classes"],
-            "data": {**splits, "mean": list(self.cfg["target"]["mean"]), "std": list(self.cfg["target"]["std"])},
-            "train": copy.deepcopy({**train, "seed": seed}),
-        }
+    def spec(self, target: Node, name: str, method: str, args: dict, train: dict, where: str) -> dict:
+        """A run's spec on the dataset `target` (its node), its relations checked, naming the run as `where`."""
+        raw = spec_lib.build(self.cfg, self.backbone, target, name, method, args, train)
         # Every key is filled from the validated config: only the relations between keys need checking here
         # (spec_lib.resolve would validate the whole spec again, a cost that grows with the grid).
-        if check:
-            spec_lib.check_relations(raw, where=f"{dataset}/{name}/seed{seed}")
+        spec_lib.check_relations(raw, where=where)
         return raw
 
     def curve_steps(self) -> list:
@@ -294,7 +280,7 @@ class Plan:
     def _report(self) -> Node:
         keys = [run.train.key for run in self.runs.values()]
         keys += [node.key for run in self.runs.values() for node in (run.target, run.source, run.curve) if node]
-        keys += [run.interpolation.key for run in self.runs.values() if run.interpolation]
+        keys += [node.key for run in self.runs.values() for node in (run.interpolation, run.wise) if node]
         keys += [node.key for node in (self.pretrained_source, *self.pretrained_target.values()) if node]
         key = key_of("report", _report_settings(self.cfg), keys)
         return Node(key, f"{inside(self.results, 'provenance')}/report-{key}.json")
@@ -318,14 +304,25 @@ class Plan:
                 f"Give {config_path} its own `name:` to keep both")
 
     def report_files(self) -> list:
-        names = ["table.md", "table.csv", "table.tex", "per_seed.csv", "index.csv", "tradeoff.png"]
+        names = ["table.md", "table.csv", "table.tex", "table.html", "per_seed.csv", "index.csv", "tradeoff.png",
+                 "tradeoff.pdf", "cost.png", "cost.pdf", "runtimes.csv", "runtimes.html"]
         return [f"{self.results}/{name}" for name in names] + self.curve_files() + self.interpolation_files()
 
     def interpolation_files(self) -> list:
-        return [f"{self.results}/interpolation.csv"] if self.interpolates else []
+        names = ("interpolation.csv", "interpolation.png", "interpolation.pdf")
+        return [f"{self.results}/{name}" for name in names] if self.interpolates else []
 
     def curve_files(self) -> list:
-        return [f"{self.results}/{name}" for name in ("curve.csv", "curve.png")] if self.cfg["curve"]["steps"] else []
+        names = ("curve.csv", "curve.png", "curve.pdf")
+        return [f"{self.results}/{name}" for name in names] if self.cfg["curve"]["steps"] else []
+
+    def grid_keys(self) -> set:
+        """The key of every job the grid plans (its report's excepted): what its runtimes table may list."""
+        nodes = [self.synthetic, self.backbone, *self.targets.values(), self.source, self.features, self.curve_data,
+                 self.pretrained_source, *self.pretrained_target.values()]
+        nodes += [node for run in self.runs.values()
+                  for node in (run.train, run.target, run.source, run.curve, run.interpolation, run.wise)]
+        return {node.key for node in nodes if node is not None}
 
 
 def _report_settings(cfg: dict) -> dict:
@@ -353,13 +350,9 @@ def _checkpoint_name(name: str) -> str:
     return name if name.endswith((".pth", ".pt", ".safetensors", ".npz")) else f"{name}.pth"
 
 
-def _without_paths(spec: dict) -> dict:
-    """A spec minus the paths it holds: keys hash content (their upstream keys), not where files live."""
-    spec = copy.deepcopy(spec)
-    spec["checkpoint"] = None
-    for split in ("train", "val", "test"):
-        spec["data"][split] = bool(spec["data"][split])
-    return spec
+def by_name(experiments: list) -> list:
+    """Experiments in the order their names sort: the order in which they claim a shared training's folder."""
+    return sorted(experiments, key=lambda exp: exp["name"])
 
 
 def target_facts(target_cfg: dict, name: str) -> dict:

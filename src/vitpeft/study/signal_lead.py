@@ -1,8 +1,8 @@
 """A SLURM profile's warning signal against the runtime of the rule it is sent to.
 
-The profile asks SLURM to send SIGUSR1 some seconds before a training job's
-time limit (`--signal=USR1@300`); training then checkpoints and exits, and the
-job is resubmitted. A runtime at or under that lead makes every attempt stop at
+The profile asks SLURM to send SIGUSR1 some seconds before the time limit of
+every job that can run long (`--signal=USR1@300`): training and evaluation
+then save what they have done and exit, and the job is resubmitted. A runtime at or under that lead makes every attempt stop at
 its first step and burns all retries, so a runtime must be well above it: at
 least MIN_RATIO times the lead, so that each attempt trains at least as long
 as it waits for the signal. Torch-free: planning and `vitpeft check` use it.
@@ -21,13 +21,13 @@ def lead_seconds(slurm_extra) -> int | None:
     return int(found.group(1)) if found else None
 
 
+GROUPS = {"train": "train", "train_step": "train", "pretrain_backbone": "train", "extract_features": "evaluate",
+          "route": "evaluate", "prepare_target": "prepare", "prepare_imagenet_shard": "shard"}
+
+
 def config_group(rule: str) -> str | None:
-    """Which `resources:` group of the workflow config a rule takes its runtime from."""
-    if rule in ("train", "pretrain_backbone"):
-        return "train"
-    if rule.startswith("eval_") or rule == "extract_features":
-        return "evaluate"
-    return None
+    """Which `resources:` group of the workflow config a rule takes its runtime from (every eval_* rule: evaluate)."""
+    return GROUPS.get(rule) or ("evaluate" if rule.startswith("eval_") else None)
 
 
 def minutes(value) -> int | None:

@@ -28,6 +28,25 @@ def resolve(raw: dict, where: str = "spec") -> dict:
     return spec
 
 
+def build(cfg: dict, backbone, target, name: str, method: str, args: dict, train: dict) -> dict:
+    """A run's raw spec in a study: its method and training settings, the study's backbone (`backbone`, its
+    node) and model, and the prepared splits of `target` (the dataset's node). Unchecked: every value comes from
+    the validated config, so only the relations between keys need check_relations."""
+    splits = {"train": f"{target.path}/train", "test": f"{target.path}/test"}
+    splits["val"] = f"{target.path}/val" if target.info.get("val") else None
+    return {
+        "name": name,
+        "method": method,
+        "args": copy.deepcopy(args),
+        "model": copy.deepcopy(cfg["backbone"]["model"]),
+        "checkpoint": backbone.path,
+        "layout": backbone.info["layout"],
+        "num_classes": target.info["num_classes"],
+        "data": {**splits, "mean": list(cfg["target"]["mean"]), "std": list(cfg["target"]["std"])},
+        "train": copy.deepcopy(train),
+    }
+
+
 def check_relations(spec: dict, where: str) -> None:
     """What JSON Schema cannot say: an ordered range, a key another key needs, curve steps within the run."""
     train = spec["train"]

@@ -114,3 +114,10 @@ def describe(device) -> str:
 def add_option(parser) -> None:
     parser.add_argument("--device", default="auto", choices=CHOICES,
                         help="default: the GPU when there is one (the workflow passes cuda or cpu from its resources)")
+
+
+def add_batch_option(parser) -> None:
+    """--batch-size for a command that only runs forward passes (vitpeft.evaluation.knn.EVAL_BATCH by default)."""
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default: 64 on the CPU, 256 on a GPU; another size can move the "
+                        "last bits of a score)")

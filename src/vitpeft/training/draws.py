@@ -40,12 +40,12 @@ def load_data(spec: dict, device) -> Data:
     if cfg["selection"] == "best_val" and spec["data"]["val"]:  # the dataset's official validation split
         val = _checked(spec["data"]["val"], spec["num_classes"])
         eval_x, eval_y = torch.from_numpy(val.images), torch.from_numpy(val.labels)
-    elif cfg["selection"] == "best_val":
-        order = torch.randperm(len(labels), generator=_generator(cfg["seed"], STREAM_SPLIT))
-        n_val = max(1, round(cfg["val_fraction"] * len(labels)))
-        val, keep = order[:n_val], order[n_val:]
-        eval_x, eval_y, images, labels = images[val], labels[val], images[keep], labels[keep]
-    elif cfg["selection"] == "best_test":
+    elif holds_out(spec):
+        val, keep = held_out_split(len(labels), cfg)
+        held_x, held_y, images, labels = images[val], labels[val], images[keep], labels[keep]
+        if cfg["selection"] == "best_val":
+            eval_x, eval_y = held_x, held_y
+    if cfg["selection"] == "best_test":
         test = _checked(spec["data"]["test"], spec["num_classes"])
         eval_x, eval_y = torch.from_numpy(test.images), torch.from_numpy(test.labels)
     if len(labels) < cfg["batch_size"]:
@@ -56,6 +56,41 @@ def load_data(spec: dict, device) -> Data:
         )
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
     return Data(to(images), to(labels), to(eval_x), to(eval_y))
+
+
+def holds_out(spec: dict) -> bool:
+    """Whether training leaves a slice of train out: best_val without a validation split, or `train.hold_out`."""
+    cfg = spec["train"]
+    return not spec["data"]["val"] and (cfg["selection"] == "best_val" or cfg.get("hold_out", False))
+
+
+def held_out_split(count: int, cfg: dict) -> tuple:
+    """(held-out, kept) indices of a train split of `count` images: val_fraction of them, drawn from the seed."""
+    order = torch.randperm(count, generator=_generator(cfg["seed"], STREAM_SPLIT))
+    n_val = max(1, round(cfg["val_fraction"] * count))
+    return order[:n_val], order[n_val:]
+
+
+def validation_set(spec: dict) -> store.Dataset | None:
+    """The target images the run never trained on besides test: its validation split, or the slice training held
+    out (`holds_out`); None when it has neither."""
+    if spec["data"]["val"]:
+        return _checked(spec["data"]["val"], spec["num_classes"])
+    if not holds_out(spec):
+        return None
+    train = _checked(spec["data"]["train"], spec["num_classes"])
+    held = held_out_split(len(train), spec["train"])[0].numpy()
+    return store.Dataset(train.images[held], train.labels[held], train.classes)
+
+
+def validation_words(spec: dict) -> str | None:
+    """What `validation_set` is, in words (None when there is none)."""
+    if spec["data"]["val"]:
+        return f"validation split {spec['data']['val']}"
+    if not holds_out(spec):
+        return None
+    cfg = spec["train"]
+    return f"held-out {cfg['val_fraction']} of train {spec['data']['train']} (drawn from seed {cfg['seed']})"
 
 
 def _checked(folder, num_classes: int) -> store.Dataset:

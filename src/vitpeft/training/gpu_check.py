@@ -83,20 +83,37 @@ def _driver(facts: Facts) -> tuple:
     return "ok", "driver", f"{facts.driver} runs {built}" + (f" (needs >= {needed})" if needed else "")
 
 
-def training_bytes(spec: dict) -> int:
-    """About how much GPU memory training `spec` takes: weights, gradients, momentum and saved activations."""
-    from vitpeft.methods import registry
+def training_bytes(spec: dict, model=None) -> int:
+    """About how much GPU memory training `spec` takes: weights, gradients, momentum and saved activations.
+
+    `model`: the spec's model with its method applied, on the meta device, if the caller has it already.
+    """
+    from vitpeft.methods import registry, vpt
     from vitpeft.models.backbone import build_model
 
-    model = registry.apply(build_model(spec["model"], spec["num_classes"], device="meta"), spec["method"], spec["args"])
+    if model is None:
+        model = registry.apply(build_model(spec["model"], spec["num_classes"], device="meta"), spec["method"],
+                               spec["args"])
     params = list(model.parameters())
     weights = 4 * sum(p.numel() for p in params) + OPTIMIZER_BYTES * sum(p.numel() for p in params if p.requires_grad)
-    blocks = list(model.blocks)
-    trains = [any(p.requires_grad for p in block.parameters()) for block in blocks]
-    kept = len(blocks) - trains.index(True) if any(trains) else 1  # backprop keeps blocks from the first trained one
-    first = blocks[0]
+    kept = max(backprop_blocks(model), 1)  # a frozen backbone still holds one block's activations in its forward
+    first = model.blocks[0]
     width, heads = first.norm1.normalized_shape[0], first.attn.num_heads
-    tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    prompts = getattr(model, vpt.ATTR, None)  # VPT's tokens lengthen the sequence of every block
+    tokens = model.patch_embed.num_patches + model.num_prefix_tokens + (prompts.tokens.shape[1] if prompts else 0)
     per_block = tokens * width * (ACTIVATION_BYTES + ATTENTION_BYTES * heads * tokens / width)
     scale = 1 if spec["train"]["precision"] in ("auto", "bf16", "fp16") else 2
     return int(weights + spec["train"]["batch_size"] * per_block * kept * scale)
+
+
+def backprop_blocks(model) -> int:
+    """Blocks whose activations the backward pass needs: every block from the first one gradients must reach.
+
+    A trained weight before the blocks (the patch embedding's bias or scale, VPT's prompts) reaches them all;
+    otherwise the first block with a trained weight; none when only the final norm or head train.
+    """
+    names = [name for name, param in model.named_parameters() if param.requires_grad]
+    if any(not name.startswith(("blocks.", "norm.", "fc_norm.", "head.")) for name in names):
+        return len(model.blocks)
+    trained = {int(name.split(".")[1]) for name in names if name.startswith("blocks.")}
+    return len(model.blocks) - min(trained) if trained else 0

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vitpeft.methods import registry
+from vitpeft.methods import arguments, registry
 from vitpeft.training import resume
 from vitpeft.models.backbone import build_model
 from vitpeft.models.layouts import load_backbone
+from vitpeft import digests
 from vitpeft.errors import VitpeftError
 
 TRAINABLE_FILE = "trainable.safetensors"
@@ -44,14 +45,22 @@ def for_training(spec: dict, device="cpu") -> nn.Module:
     return model.to(device)
 
 
+def penalty(spec: dict, model: nn.Module):
+    """The method's penalty for training `model` (for_training(spec)), or None. L2-SP's anchor: the weights the
+    model holds now (where it starts), or, for a step that starts from another run with `anchor: pretrained`
+    (the default), the pretrained backbone's, built again here without the start."""
+    cfg = arguments.config_from_args(spec["method"], spec["args"])
+    if spec.get("start") is None or not hasattr(cfg, "anchors_at_start") or cfg.anchors_at_start():
+        return registry.penalty(model)
+    return registry.penalty(model, anchor=for_training({**spec, "start": None}, device="cpu"))
+
+
 def start_from(model: nn.Module, spec: dict) -> None:
     """A task sequence's step: load the previous step's trained weights (`spec.start`), all but its head.
 
     The previous run must be there and must be the one this spec names (its spec hash): a missing or
     foreign one is refused, never replaced by a start from the pretrained backbone.
     """
-    from safetensors.torch import load_file
-
     from vitpeft.models.backbone import HEAD_PREFIX
     from vitpeft.study import spec as spec_lib
 
@@ -63,14 +72,16 @@ def start_from(model: nn.Module, spec: dict) -> None:
             f"{name}: the previous step's run {run} is missing ({weights.name} and spec.yaml): run that step first "
             "(snakemake runs a sequence's steps in order); refusing to start this step from the pretrained backbone"
         )
+    digests.verify(run, [written.name])
     found = spec_lib.spec_hash(spec_lib.load(written))
     if found != start["spec_hash"]:
         raise VitpeftError(
             f"{name}: the previous step's run {run} was trained from another spec (hash {found}, this config's is "
             f"{start['spec_hash']}): it belongs to another config; rerun snakemake to train the planned one"
         )
+    state = weights_of(run)
     try:
-        registry.load_trainable(model, load_file(str(weights), device="cpu"), leave_out=HEAD_PREFIX)
+        registry.load_trainable(model, state, leave_out=HEAD_PREFIX)
     except VitpeftError as error:
         raise VitpeftError(f"{name}: previous step {weights}: {error}") from None
 
@@ -81,21 +92,28 @@ def trained(spec: dict, run_dir, device="cpu", step=None) -> nn.Module:
     Those kept at the end (run_dir/trainable.safetensors), or with `step` the
     forgetting curve's snapshot after that many steps (run_dir/curve/step_XXXXXX.safetensors).
     """
-    from safetensors.torch import load_file
-
-    path = Path(run_dir) / (TRAINABLE_FILE if step is None else f"{resume.CURVE}/{resume.snapshot_name(step)}")
-    if not path.is_file():
-        raise VitpeftError(f"no trained weights in run {run_dir}: {path} is missing")
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as error:  # safetensors' own error types for corrupt files
-        raise VitpeftError(f"trained weights {path} are not a readable safetensors file: {error}") from None
+    name = TRAINABLE_FILE if step is None else f"{resume.CURVE}/{resume.snapshot_name(step)}"
+    state = weights_of(run_dir, name)
     model = for_training(spec, device="cpu")
     try:
         registry.load_trainable(model, state)
     except VitpeftError as error:
-        raise VitpeftError(f"{path}: {error}") from None
+        raise VitpeftError(f"{Path(run_dir) / name}: {error}") from None
     return model.to(device)
+
+
+def weights_of(run_dir, name: str = TRAINABLE_FILE) -> dict:
+    """The tensors of a run's weights file (`name` inside `run_dir`), checked against the run's SHA256SUMS first."""
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / name
+    if not path.is_file():
+        raise VitpeftError(f"no trained weights in run {run_dir}: {path} is missing")
+    digests.verify(run_dir, [name])
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors' own error types for corrupt files
+        raise VitpeftError(f"trained weights {path} are not a readable safetensors file: {error}") from None
 
 
 def _depth(spec: dict) -> int:

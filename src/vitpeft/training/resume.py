@@ -7,7 +7,10 @@ forgetting curve's snapshots (`curve/step_000010.safetensors`, ...) are kept
 there too as they are made, so a kill loses none of them.
 
 A checkpoint is a plain dict of tensors and Python values, read back with
-`torch.load(weights_only=True)`: loading one never runs pickled code.
+`torch.load(weights_only=True)`: loading one never runs pickled code. The
+folder's SHA256SUMS (vitpeft.digests) records each file's digest before the
+file takes its name, and a file is read only when it matches: a damaged
+last.pt gives way to prev.pt, a damaged snapshot is refused.
 
 SIGTERM (what `scancel`, Kubernetes and most schedulers send first) and SIGUSR1
 (SLURM's `--signal` warning before the time limit) only set a flag; the loop
@@ -21,6 +24,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from vitpeft import digests
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import atomic_path, explained_os_errors
 from vitpeft.study.spec import spec_hash
@@ -62,8 +66,11 @@ def save(folder, state: dict) -> Path:
     last = folder / LAST
     with explained_os_errors(last), atomic_path(last) as tmp:
         _torch_save(state, tmp)
-        if last.exists():
+        digest = digests.file_sha256(tmp)
+        if last.exists():  # each digest moves to its name before the file does: a kill leaves no file misjudged
+            digests.record(folder, PREV, digests.recorded(folder).get(LAST))
             os.replace(last, folder / PREV)
+        digests.record(folder, LAST, digest)
     return last
 
 
@@ -95,9 +102,27 @@ def save_snapshot(folder, step: int, tensors: dict) -> Path:
     from safetensors.torch import save
 
     path = Path(folder) / CURVE / snapshot_name(step)
+    data = save(tensors)
     with explained_os_errors(path), atomic_path(path) as tmp:
-        tmp.write_bytes(save(tensors))  # Python's write: a full disk is an OSError, not a SafetensorError
+        tmp.write_bytes(data)  # Python's write: a full disk is an OSError, not a SafetensorError
+        digests.record(folder, f"{CURVE}/{path.name}", digests.bytes_sha256(data))
     return path
+
+
+def check_snapshots(folder, steps) -> None:
+    """Refuse a curve snapshot in `folder` whose bytes are not those it was written with."""
+    names = [f"{CURVE}/{snapshot_name(step)}" for step in steps]
+    digests.verify(folder, names, fix=f"delete {folder} to train the run from the start")
+
+
+def copy_snapshot(source, step: int, folder) -> None:
+    """Copy a checked curve snapshot from the resume folder `source` into the resume folder `folder`."""
+    check_snapshots(source, [step])
+    name = f"{CURVE}/{snapshot_name(step)}"
+    target = Path(folder) / name
+    with explained_os_errors(target), atomic_path(target) as tmp:
+        shutil.copyfile(Path(source) / name, tmp)
+        digests.record(folder, name, digests.recorded(source)[name])
 
 
 def snapshots(folder) -> dict:
@@ -159,6 +184,7 @@ def _newest(folder: Path) -> dict | None:
 def _read(path: Path) -> dict:
     import torch
 
+    digests.verify(path.parent, [path.name], fix="")  # the caller says what to do
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure to unpickle means "unreadable", whatever the cause

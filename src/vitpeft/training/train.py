@@ -11,7 +11,8 @@ Before the first step the run checks that its folders are writable and that
 the disk holds what it will write (vitpeft.study.preflight).
 
 Output: `out_dir` appears whole or not at all, holding exactly RUN_FILES, plus
-curve/step_XXXXXX.safetensors for each of train.curve_steps.
+curve/step_XXXXXX.safetensors for each of train.curve_steps; its SHA256SUMS
+records every file's digest, which every reader checks first (vitpeft.digests).
 """
 
 import csv
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vitpeft.data import augment
-from vitpeft.training import devices, kernels, stages
+from vitpeft.training import cost, devices, kernels, stages
 from vitpeft.training.draws import (
     STREAM_AUGMENT, STREAM_LAYERS, Data, autocast_dtype, batch_indices, derive_seed, load_data, own_global_rng,
 )
@@ -34,10 +35,12 @@ from vitpeft.study import preflight
 from vitpeft.training import resume
 from vitpeft.training import model as model_lib
 from vitpeft.study import spec as spec_lib
+from vitpeft import digests
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import atomic_path, explained_os_errors, write_json
+from vitpeft import code_version
 
-RUN_FILES = ("trainable.safetensors", "spec.yaml", "train_log.csv", "summary.json")
+RUN_FILES = ("trainable.safetensors", "spec.yaml", "train_log.csv", "summary.json", digests.MANIFEST)
 LOG_COLUMNS = ("step", "loss", "lr", "img_per_s")
 
 # Independent random streams, all derived from train.seed.
@@ -65,6 +68,8 @@ def train(spec: dict, out_dir, resume_root, device=None, resume_from=None) -> Pa
             adopt_snapshots(spec, state["step"], folder, resume_from)
         data = load_data(spec, device)  # all data checks before any model is built
 
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)  # the summary's measured peak: this session's training
         run = Run(spec, data, device)
         print(f"{spec['name']}: training on {devices.describe(device)}, precision {run.precision}; "
               f"{kernels.describe(kernels.record(device))}", file=sys.stderr)
@@ -139,9 +144,9 @@ def adopt_snapshots(spec: dict, step: int, folder: Path, resume_from) -> None:
         )
     if source.resolve() != folder.resolve():
         for s in due:
-            target = folder / resume.CURVE / available[s].name
-            with explained_os_errors(target), atomic_path(target) as tmp:
-                shutil.copyfile(available[s], tmp)
+            resume.copy_snapshot(source, s, folder)
+    else:
+        resume.check_snapshots(folder, due)  # before the rest of the training, not after it
 
 
 def curve_snapshots(spec: dict, folder: Path) -> list:
@@ -153,6 +158,7 @@ def curve_snapshots(spec: dict, folder: Path) -> list:
             f"curve snapshot of step {missing[0]} vanished from {folder / resume.CURVE} during the run; "
             f"delete {folder} and rerun to train from the start"
         )
+    resume.check_snapshots(folder, spec["train"]["curve_steps"])  # before the run folder copies them
     return [found[s] for s in spec["train"]["curve_steps"]]
 
 
@@ -181,7 +187,7 @@ class Run:
         self.forward = torch.compile(self.model) if self.cfg["compile"] else self.model
         self.selection = Selection(self.cfg["selection"], self.cfg["val_every"])
         self.stages = stages.plan(spec)  # lpft: the probe, then full fine-tuning
-        self.penalty = registry.penalty(self.model)  # l2sp: around the pretrained weights, before any restore
+        self.penalty = model_lib.penalty(spec, self.model)  # l2sp: around its anchor's weights, before any restore
         self.curve_steps = set(self.cfg["curve_steps"])
         self.step = 0  # completed steps
         self.log: list[dict] = []
@@ -395,7 +401,7 @@ class Selection:
 
 
 def write_run(out_dir, spec: dict, run: Run, snapshots: list) -> None:
-    """The run folder, atomically: trainable tensors only, resolved spec, log, summary, curve snapshots."""
+    """The run folder, atomically: trainable tensors only, resolved spec, log, summary, curve snapshots, digests."""
     from safetensors.torch import save
 
     with explained_os_errors(out_dir), atomic_path(out_dir) as tmp:
@@ -408,6 +414,7 @@ def write_run(out_dir, spec: dict, run: Run, snapshots: list) -> None:
             (tmp / resume.CURVE).mkdir()
             for path in snapshots:
                 shutil.copyfile(path, tmp / resume.CURVE / path.name)
+        digests.seal(tmp)
 
 
 def write_log(path: Path, rows: list) -> None:
@@ -432,12 +439,19 @@ def summary(spec: dict, run: Run) -> dict:
         "mean_img_per_s": round(steps * batch / run.wall_seconds, 2) if run.wall_seconds > 0 else None,
         "device": devices.describe(run.device),
         "kernels": kernels.record(run.device),
+        "code": code_version.describe(),
         "precision": run.precision,
         "trainable_params": sum(p.numel() for p in run.params),
         "resumed_from_step": run.resumed_from,
         "curve_steps": spec["train"]["curve_steps"],
+        "cost": cost.record(spec, measured_peak(run.device)),
         **method_record(run),
     }
+
+
+def measured_peak(device: torch.device) -> int | None:
+    """The GPU memory this training session peaked at (since its start); None on a CPU, which is not measured."""
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
 def method_record(run: Run) -> dict:
