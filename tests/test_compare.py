@@ -82,8 +82,9 @@ def cells() -> int:
 
 def test_the_reference_is_a_whole_demo_report():
     table = rows(REFERENCE / "table.csv")
-    # the untouched backbone, 12 experiments (the paper's 10, lpft, l2sp) and the best alpha of the 11 interpolated
-    assert [row["experiment"] for row in table][:2] == ["pretrained", "full"] and len(table) == 1 + 12 + 11
+    # the untouched backbone, 14 experiments (the paper's 10, vpt_deep, ssf, lpft, l2sp) and the chosen alpha of the
+    # 12 interpolated (vpt_deep has no WiSE view)
+    assert [row["experiment"] for row in table][:2] == ["pretrained", "full"] and len(table) == 1 + 14 + 12
     assert json.loads((REFERENCE / "provenance.json").read_text())["name"] == "demo"
     assert (REFERENCE / "table.md").read_text().startswith("| Family")
 

@@ -117,7 +117,7 @@ def test_a_branch_mkl_refuses_on_this_cpu_is_recorded_as_the_auto_branch_it_ran(
 def observed(**changes) -> dict:
     """A pinned record's observations on an Intel AVX2 x86-64, with `changes`."""
     seen = {"mkl_branch": "COMPATIBLE", "mkl_auto_branch": "AVX2", "aten_capability": "AVX2", "mkldnn": False,
-            "nnpack": False, "threads": 1, "torch": "2.14.1+cu130",
+            "nnpack": False, "threads": 1, "torch": "2.14.1+cu130", "vector_math": kernels.VM_BYPASSED,
             "cpu": {"arch": "x86_64", "vendor": "GenuineIntel", "model": "Intel(R) Xeon(R)", "avx2": True}}
     return {**seen, **changes}
 
@@ -134,6 +134,8 @@ AMD = {"arch": "x86_64", "vendor": "AuthenticAMD", "model": "AMD EPYC 7B13 64-Co
     (observed(mkl_branch=None), "MKL's branch cannot be read (libtorch_cpu exports no mkl_serv_cbwr_get: a torch built "
      "without MKL?)"),
     (observed(mkldnn=True), "mkldnn on: the command did not settle its CPU kernels (kernels.use)"),
+    (observed(vector_math="MKL VM"), "exp, log, sqrt, erfinv and tanh ran on MKL's vector math, whose kernels follow "
+     "the CPU: the command did not settle its CPU kernels (kernels.use)"),
 ])  # fmt: skip
 def test_each_refusal_is_one_sentence_naming_its_cause(seen, why, monkeypatch):
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")

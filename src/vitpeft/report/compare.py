@@ -229,7 +229,8 @@ def _config_reasons(yours: dict, theirs: dict) -> list:
 
 KERNEL_FACTS = (("mkl_branch", "MKL's CNR branch (as MKL reports it)"), ("aten_capability", "ATen's capability"),
                 ("torch", "the torch version"), ("threads", "the intra-op thread count"),
-                ("mkldnn", "whether oneDNN (mkldnn) is on"), ("nnpack", "whether NNPACK is on"))  # fmt: skip
+                ("mkldnn", "whether oneDNN (mkldnn) is on"), ("nnpack", "whether NNPACK is on"),
+                ("vector_math", "what computed exp, log, sqrt, erfinv and tanh"))  # fmt: skip
 
 
 def _kernel_reasons(yours, theirs) -> list | None:

@@ -3,9 +3,12 @@
 The computation reaches every kernel library a CPU job reaches, each on inputs
 made exactly from integers (a normal draw's fill is itself a vectorised kernel,
 so none is used): MKL's GEMM (the Linear layers and attention), ATen's
-vectorised kernels (GELU, softmax, LayerNorm, exp, the k-NN's normalise and
-top-k), and a few SGD steps of a tiny ViT of the demo's shape (the patch
-convolution, attention, backward, the optimiser). Its three digests are
+vectorised kernels (GELU, softmax, LayerNorm, exp, log, sqrt, erfinv, tanh,
+the k-NN's normalise and top-k), a few SGD steps of a tiny ViT of the demo's
+shape (the patch convolution, attention, backward, the optimiser), and the
+pretraining's own path: the seeded initialisation (trunc_normal_'s erfinv),
+the crop-and-flip augmentation and AdamW (its sqrt), the calls that reached
+MKL's CPU-dependent vector math before `vector_math` routed them around it. Its three digests are
 committed beside a reference (`<reference>/kernel-check.json`, written by
 `vitpeft check-bits --write`) with the kernel record of the machine that made
 them, so a mismatch is explained by what differs: MKL's branch, ATen's
@@ -22,16 +25,18 @@ import torch
 import torch.nn.functional as F
 
 from vitpeft import code_version
+from vitpeft.data import augment
 from vitpeft.errors import VitpeftError
 from vitpeft.fileio import write_json
 from vitpeft.models.backbone import build_model
 from vitpeft.training import kernels
 
 FILE = "kernel-check.json"
-COMPUTATION = "vitpeft.training.kernel_check/2"  # bump when the computation changes: old digests no longer apply
+COMPUTATION = "vitpeft.training.kernel_check/3"  # bump when the computation changes: old digests no longer apply
 MODEL = {"name": "vit_base_patch16_224", "img_size": 32,
          "kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 12, "num_heads": 2}}  # config/demo.yaml's  # fmt: skip
-PARTS = {"gemm": "MKL's GEMM", "aten": "ATen's vectorised kernels", "training": "the tiny ViT's SGD steps"}
+PARTS = {"gemm": "MKL's GEMM", "aten": "ATen's vectorised kernels", "training": "the tiny ViT's SGD steps",
+         "pretraining": "the tiny ViT's initialisation, augmentation and AdamW steps"}  # fmt: skip
 STEPS, BATCH, CLASSES = 4, 16, 10
 
 
@@ -59,7 +64,8 @@ def aten(g: torch.Generator) -> str:
     x = exact(g, 64, 17, 32)
     top = x[:, 0].topk(20, dim=1)
     return digest(F.gelu(x), x.softmax(-1), F.layer_norm(x, (32,)), F.normalize(x, dim=-1), (top.values / 0.07).exp(),
-                  top.indices.float(), x.sum(dim=(1, 2)))
+                  top.indices.float(), x.sum(dim=(1, 2)), x.abs().sqrt(), x.abs().log(), (x / 1.5).erfinv(), x.tanh(),
+                  x.double().exp())  # fmt: skip
 
 
 def training(g: torch.Generator) -> str:
@@ -76,13 +82,29 @@ def training(g: torch.Generator) -> str:
     return digest(*(parameter for _, parameter in sorted(model.named_parameters())))
 
 
+def pretraining(g: torch.Generator) -> str:
+    """The demo pretraining's path: seeded initialisation, crop-and-flip of integer images, AdamW."""
+    torch.manual_seed(0)
+    model = build_model(MODEL, CLASSES)
+    initial = digest(*(parameter for _, parameter in sorted(model.named_parameters())))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    for _ in range(STEPS):
+        images = torch.randint(0, 256, (BATCH, 32, 32, 3), generator=g, dtype=torch.uint8)
+        x = augment.random_resized_crop_flip(images, 32, scale=(0.35, 1.0), generator=g)
+        labels = torch.randint(0, CLASSES, (BATCH,), generator=g)
+        optimiser.zero_grad()
+        F.cross_entropy(model(augment.normalize(x, (0.5,) * 3, (0.5,) * 3)), labels).backward()
+        optimiser.step()
+    return digest(torch.tensor([int(initial[:8], 16)]), *(parameter for _, parameter in sorted(model.named_parameters())))
+
+
 def run(threads: int = 1) -> dict:
     """The computation at `threads` intra-op threads, on the kernels settled for the CPU: digests and records."""
     kernels.use(torch.device("cpu"))
     torch.set_num_threads(threads)
     started = time.monotonic()
     g = torch.Generator().manual_seed(0)
-    digests = {"gemm": gemm(g), "aten": aten(g), "training": training(g)}
+    digests = {"gemm": gemm(g), "aten": aten(g), "training": training(g), "pretraining": pretraining(g)}
     return {"computation": COMPUTATION, "threads": threads, "digests": digests,
             "seconds": round(time.monotonic() - started, 2), "kernels": kernels.record(torch.device("cpu")),
             "code": code_version.describe()}  # fmt: skip

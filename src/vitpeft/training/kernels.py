@@ -15,8 +15,10 @@ variable at its first call):
 
 and, when a command picks the CPU, turns oneDNN and NNPACK off (both choose
 their blocking by the CPU's cache sizes, so their sums group differently on
-another CPU; their work goes to ATen and MKL) and sets the intra-op threads to
-the job's own count (OMP_NUM_THREADS, which every rule sets to its threads).
+another CPU; their work goes to ATen and MKL), routes ATen's exp, log, sqrt,
+erfinv and tanh around MKL's vector math, which MKL_CBWR does not pin
+(`vector_math`), and sets the intra-op threads to the job's own count
+(OMP_NUM_THREADS, which every rule sets to its threads).
 `VITPEFT_CPU_PIN=0` (the config's `reproducibility.cpu_pin: false`) leaves the
 fastest kernels of this CPU.
 
@@ -48,6 +50,7 @@ MKL_BRANCHES = {0: "OFF", 1: "BRANCH_OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2"
                 8: "SSE4_2", 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
 MKL_CBWR_BRANCH = 1  # mkl_cbwr_get's option: the branch alone
 INTEL = "GenuineIntel"
+VM_BYPASSED = "ATen (MKL VM bypassed)"  # the record's vector_math once vector_math.replace() ran
 
 _state = {"pinned": False, "why_not": "not started through the vitpeft command (torch was loaded first)"}
 
@@ -72,6 +75,9 @@ def use(device) -> None:
     if device.type == "cpu" and _state["pinned"]:
         torch.backends.mkldnn.enabled = False
         torch.backends.nnpack.set_flags(False)
+        from vitpeft.training import vector_math  # imports torch: never before the pin
+
+        vector_math.replace()
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if threads.isdigit() and int(threads) > 0:
             torch.set_num_threads(int(threads))
@@ -87,12 +93,15 @@ def observe() -> dict:
     """What this process's CPU kernels are, as the libraries report it (after torch loads)."""
     import torch
 
+    from vitpeft.training import vector_math
+
     return {
         "mkl_branch": mkl_branch(),
         "mkl_auto_branch": mkl_branch(auto=True),  # what MKL would run here unpinned: tells CPUs apart
         "aten_capability": torch.backends.cpu.get_cpu_capability(),
         "mkldnn": torch.backends.mkldnn.enabled,
         "nnpack": torch._C._get_nnpack_enabled(),
+        "vector_math": VM_BYPASSED if vector_math.replaced() else "MKL VM",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu": cpu(),
@@ -162,6 +171,9 @@ def why_not(observed: dict, pinned: bool = True, reason: str | None = None) -> s
     if observed["mkldnn"] or observed["nnpack"]:
         on = " and ".join(name for name in ("mkldnn", "nnpack") if observed[name])
         return f"{on} on: the command did not settle its CPU kernels (kernels.use)"
+    if observed.get("vector_math") != VM_BYPASSED:
+        return ("exp, log, sqrt, erfinv and tanh ran on MKL's vector math, whose kernels follow the CPU: the command "
+                "did not settle its CPU kernels (kernels.use)")
     return None
 
 
