@@ -5,8 +5,9 @@
 Each job runs as its rule runs it (`vitpeft <command>`, OMP_NUM_THREADS=1, a
 fresh process, outputs to a scratch folder) under three kernel settings:
 
-    compatible  the pin (vitpeft.training.kernels): MKL's COMPATIBLE branch, ATen AVX2, oneDNN and NNPACK off
-    avx2        the previous pin: MKL's AVX2 branch (Intel CPUs only), ATen AVX2, oneDNN off, NNPACK on
+    pinned      the pin (vitpeft.training.kernels): MKL's COMPATIBLE branch, ATen AVX2, oneDNN and NNPACK off,
+                exp/log/sqrt/erfinv/tanh around MKL's vector math (vitpeft.training.vector_math)
+    mkl_vm      the pin with those five left on MKL's vector math (what the replacement costs)
     unpinned    this CPU's own fastest kernels (VITPEFT_CPU_PIN=0)
 
 in interleaved rounds, the median kept. The figure is the CPU time of the
@@ -33,9 +34,10 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 # How each setting starts `vitpeft`: the pin's tables changed before main() pins the environment.
 SETTINGS = {
-    "compatible": "",
-    "avx2": "kernels.PIN['MKL_CBWR'] = 'AVX2'; kernels.EXPECTED['mkl_branch'] = 'AVX2'\n"
-            "import torch.backends.nnpack; torch.backends.nnpack.set_flags = lambda enabled: None",
+    "pinned": "",
+    # a stand-in module whose replace() does nothing: importing the real one would load torch before the pin
+    "mkl_vm": "import sys, types; sys.modules['vitpeft.training.vector_math'] = types.SimpleNamespace("
+              "replace=lambda: None, replaced=lambda: False)",
     "unpinned": "import os; os.environ['VITPEFT_CPU_PIN'] = '0'",
 }
 KNN = ["--k", "10", "20", "--temperature", "0.07", "--mean", "0.5", "0.5", "0.5", "--std", "0.5", "0.5", "0.5"]
@@ -110,8 +112,7 @@ def main() -> None:
                              for setting, runs in samples.items()}  # fmt: skip
             cpu = results[rule]
             out.write_text(json.dumps({"rules": results}, indent=1) + "\n")  # so far: a later --rules run keeps it
-            print(f"{rule}: CPU s compatible {cpu['compatible']['cpu_s']}, avx2 {cpu['avx2']['cpu_s']}, "
-                  f"unpinned {cpu['unpinned']['cpu_s']}", flush=True)
+            print(f"{rule}: CPU s " + ", ".join(f"{setting} {cpu[setting]['cpu_s']}" for setting in SETTINGS), flush=True)
     record = {"machine": f"{platform.machine()}, {_model()}", "rounds": args.rounds, "threads": 1, "rules": results}
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out}")

@@ -77,3 +77,27 @@ def test_an_unreadable_reference_is_one_line_and_exit_2_before_any_work(tmp_path
     done = check_bits("--reference", tmp_path)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == f"vitpeft check-bits: error: {said.format(ref=tmp_path)}\n"
+
+
+def test_the_bits_trace_names_the_first_op_whose_output_differs(tmp_path):
+    """scripts/bits-trace.py, the tool that found MKL's vector math: a rerun gives the same trace, and --diff names
+    the first differing call and the ops before it."""
+    vitpeft = Path(sys.executable).parent / "vitpeft"
+    subprocess.run([vitpeft, "make-synthetic", "--config", REPO / "config/demo.yaml", "--out", tmp_path / "syn"],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    script = REPO / "scripts" / "bits-trace.py"
+    for name in ("a", "b"):
+        done = subprocess.run([sys.executable, script, "--config", REPO / "config/demo.yaml", "--data",
+                               tmp_path / "syn/source/train", "--steps", "1", "--out", tmp_path / f"{name}.json"],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert first == json.loads((tmp_path / "b.json").read_text()) and len(first) > 1000
+    assert {"aten.rsqrt.default", "aten.special_ndtri.default"} <= {op for op, _ in first}  # sqrt and erfinv, around VM
+    said = lambda: subprocess.run([sys.executable, script, "--diff", tmp_path / "a.json", tmp_path / "b.json"],  # noqa: E731
+                                  capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    assert said() == f"the same bits in all {len(first)} calls\n"
+    moved = next(i for i, (op, _) in enumerate(first) if op == "aten.rsqrt.default")
+    first[moved][1] = "0" * 12
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    assert said().startswith(f"the outputs part at call {moved + 1} of {len(first)}: aten.rsqrt.default (after ")
