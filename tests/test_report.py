@@ -5,6 +5,7 @@ Stds are sample stds (ddof=1): for two seeds a and b, |a - b| / sqrt(2).
 
 import hashlib
 import json
+import io
 import math
 import os
 from pathlib import Path
@@ -757,6 +758,16 @@ def test_a_non_numeric_cost_is_refused_naming_the_file_and_key(made):
     digests.seal(run.train.path)
     with pytest.raises(VitpeftError, match=f"{path}: expected a number under 'cost.train_flops', found 'many'"):
         tables.build(plan)
+
+
+def test_the_cost_plot_of_a_study_without_the_source_column_says_so_instead_of_failing(made):
+    """source.enabled: false leaves nothing to keep: each panel says why (a real report job failed on a log axis
+    with no finite point before)."""
+    fig = plots.cost_figure(tables.build(made(source=False, curve=False)))
+    fig.savefig(io.BytesIO(), format="png")  # drawing is what failed
+    axes = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert all(not ax.collections for ax in axes)
+    assert all("no source k-NN to keep" in " ".join(t.get_text() for t in ax.texts) for ax in axes)
 
 
 def test_the_cost_plot_has_one_panel_per_dataset(made):

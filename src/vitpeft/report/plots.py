@@ -313,11 +313,13 @@ def cost_figure(report: Report):
 def _cost_panel(ax, block: pd.DataFrame, runs: pd.DataFrame, area, shades: dict) -> None:
     pretrained = block.loc[block["experiment"] == PRETRAINED, "source_acc"]
     level = float(pretrained.iloc[0]) if len(pretrained) and not is_missing(pretrained.iloc[0]) else math.nan
-    runs = runs[runs["train_flops"].notna()]
+    costed = runs[runs["train_flops"].notna()]
+    runs = costed[costed["source_acc"].notna()] if not math.isnan(level) else costed.iloc[0:0]
     labels = []
     if runs.empty:
-        ax.text(0.5, 0.5, "no run recorded its cost\n(trained before vitpeft recorded costs: retrain to add them)",
-                ha="center", va="center", transform=ax.transAxes)
+        why = ("no run recorded its cost\n(trained before vitpeft recorded costs: retrain to add them)" if costed.empty
+               else "no source k-NN to keep\n(source.enabled: false, or the source jobs have not run)")
+        ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
     for family, group in runs.groupby("family", sort=False):
         x = group["train_flops"].astype(float)
         y = 100 * group["source_acc"].astype(float) / level
