@@ -220,14 +220,31 @@ def idle_wrapper(tmp_path):
     wrapper.wait(timeout=60)
 
 
+def holds_a_socket(pid: int) -> bool:
+    """Whether `pid` holds a socket; an fd that closes while the folder is read is skipped (a race, not a finding)."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd).startswith("socket:"):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def as_in_a_terminal() -> None:
+    """A child's SIGINT and SIGHUP as a terminal gives them: a `nohup` or `&` above pytest ignores both, and ignored
+    signals are inherited, so a hang-up or Ctrl-C would never reach the wrapper under test."""
+    for number in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def test_a_job_whose_server_dies_while_it_waits_runs_cold(idle_wrapper):
     """The server killed while loading torch, a job already waiting on it: the job runs cold and says why."""
     _, server, path = idle_wrapper
     os.kill(server, signal.SIGSTOP)  # held mid-load, so the job surely waits on it
     client = subprocess.Popen([VITPEFT, "list-backbones"], env=environment(VITPEFT_WARM=str(path)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    fds = Path(f"/proc/{client.pid}/fd")
-    wait_for(lambda: any(os.readlink(fd).startswith("socket:") for fd in fds.iterdir()), "the job's connection", 60)
+    wait_for(lambda: holds_a_socket(client.pid), "the job's connection", 60)
     time.sleep(0.5)  # connected and sent: now waiting for the first answer
     os.kill(server, signal.SIGKILL)
     stdout, stderr = client.communicate(timeout=120)
@@ -265,7 +282,7 @@ def test_the_server_and_its_socket_folder_end_with_the_wrapper(tmp_path, how):
     group), or the workflow itself killed (kill -9): no server and no socket folder remain."""
     command = [VITPEFT, "warm", "sleep", "300"]
     outer = subprocess.Popen(["timeout", "3", *command] if how == "timeout" else command,
-                             env=environment(TMPDIR=str(tmp_path)), start_new_session=True)
+                             env=environment(TMPDIR=str(tmp_path)), start_new_session=True, preexec_fn=as_in_a_terminal)
     wrapper = outer.pid if how != "timeout" else wait_for(lambda: next(iter(children(outer.pid)), None), "wrapper")
     server = server_of(wrapper)
     command_pid = next(pid for pid in children(wrapper) if pid != server)
