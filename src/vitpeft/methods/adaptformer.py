@@ -13,13 +13,12 @@ enters through hooks (norm2's input is the residual stream x'; the block's outpu
 Routed view: the adapters step aside, and the model computes exactly the pretrained function.
 """
 
-import contextlib
 import math
 
 from torch import nn
 
 from vitpeft.methods.arguments import AdaptFormer as Config
-from vitpeft.methods.common import device_of, freeze, train_head
+from vitpeft.methods.common import device_of, freeze, switched_off, train_head
 
 ATTR = "adaptmlp"
 
@@ -64,13 +63,6 @@ def adapters(model: nn.Module) -> list:
     return [getattr(block, ATTR) for block in model.blocks]
 
 
-@contextlib.contextmanager
 def routed(model: nn.Module):
     """Yield `model` with every adapter off (the pretrained function, exactly); restore on exit."""
-    for adapter in adapters(model):
-        adapter.enabled = False
-    try:
-        yield model
-    finally:
-        for adapter in adapters(model):
-            adapter.enabled = True
+    return switched_off(model, adapters(model))

@@ -1,4 +1,6 @@
-"""Helpers every method shares: freezing, model depth, the head."""
+"""Helpers every method shares: freezing, model depth, the head, a routed view's switch."""
+
+import contextlib
 
 from torch import nn
 
@@ -19,3 +21,15 @@ def train_head(model: nn.Module) -> None:
 def device_of(model: nn.Module):
     """Where the model's weights are (new parameters go there too: the meta device for counting)."""
     return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def switched_off(model: nn.Module, parts: list):
+    """Yield `model` with each of `parts` (modules with an `enabled` flag) off; every one back on at exit."""
+    for part in parts:
+        part.enabled = False
+    try:
+        yield model
+    finally:
+        for part in parts:
+            part.enabled = True

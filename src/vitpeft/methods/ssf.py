@@ -13,14 +13,13 @@ inference): each gamma, beta folded into the preceding layer's weight and bias (
 + beta), the same function up to float rounding at no extra inference cost; merged weights have no routed view.
 """
 
-import contextlib
 
 import torch
 from torch import nn
 
 from vitpeft.errors import VitpeftError
 from vitpeft.methods.arguments import SSF as Config
-from vitpeft.methods.common import device_of, freeze, train_head
+from vitpeft.methods.common import device_of, freeze, switched_off, train_head
 from vitpeft.models.backbone import HEAD_PREFIX
 
 ATTR = "ssf"
@@ -76,16 +75,9 @@ def scale_shifts(model: nn.Module) -> list:
     return [module for module in model.modules() if isinstance(module, ScaleShift)]
 
 
-@contextlib.contextmanager
 def routed(model: nn.Module):
     """Yield `model` without its scales and shifts (the pretrained function, exactly); restore on exit."""
-    for ss in scale_shifts(model):
-        ss.enabled = False
-    try:
-        yield model
-    finally:
-        for ss in scale_shifts(model):
-            ss.enabled = True
+    return switched_off(model, scale_shifts(model))
 
 
 @torch.no_grad()

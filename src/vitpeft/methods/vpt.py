@@ -13,7 +13,6 @@ patch area + width)) (Xavier for a patch's worth of inputs). Routed view: the ho
 computes exactly the pretrained function (the same operations on the same tokens).
 """
 
-import contextlib
 import functools
 import math
 
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from vitpeft.methods.arguments import VptShallow as Config
-from vitpeft.methods.common import device_of, freeze, train_head
+from vitpeft.methods.common import device_of, freeze, switched_off, train_head
 
 ATTR = "vpt"
 
@@ -78,12 +77,6 @@ def apply(model: nn.Module, cfg: Config) -> None:
     train_head(model)
 
 
-@contextlib.contextmanager
 def routed(model: nn.Module):
     """Yield `model` without its prompts (the pretrained function, exactly); restore on exit."""
-    prompts = getattr(model, ATTR)
-    prompts.enabled = False
-    try:
-        yield model
-    finally:
-        prompts.enabled = True
+    return switched_off(model, [getattr(model, ATTR)])
